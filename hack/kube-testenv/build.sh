@@ -16,6 +16,16 @@ if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; then
   exit 0
 fi
 
+# One build at a time per cache (parallel test sessions, make run + make test): wait for the lock,
+# then check again whether another process built it meanwhile.
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.lock"
+flock 9
+if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; then
+  echo "$out"
+  exit 0
+fi
+
 k8s_version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
 minor=$(echo "$k8s_version" | cut -d. -f2)
 tmp="$out.tmp.$$"
@@ -29,7 +39,6 @@ go build -p 2 -trimpath -o "$tmp/kube-apiserver" \
             -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}" \
   k8s.io/kubernetes/cmd/kube-apiserver
 go build -p 2 -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
-mkdir -p "$cache_root"
 rm -rf "$out"
 mv "$tmp" "$out"
 trap - EXIT
