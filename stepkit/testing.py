@@ -1,0 +1,195 @@
+"""``StepHarness``: call a step's ``run`` / ``rollback`` / ``sync`` without a cluster.
+
+The harness builds the same frozen ``StepContext`` the engine would (a fixed test workflow, the
+idempotency key from ``derive_idempotency_key``, a generous deadline, a logger that records events) and
+treats the outcome the way the engine does:
+
+- a returned ``StepResult`` (or ``None``) is returned; anything else raises ``TypeError`` (a plugin bug
+  the engine would also reject);
+- a ``StepError`` propagates unchanged;
+- any other exception is re-raised as the ``RetryableError`` the engine would record
+  (``stepkit.errors.classify``), with the original as ``__cause__``.
+
+Example::
+
+    harness = StepHarness(MyStep())
+    result = harness.run({"bucket": "b1"})
+    assert result is not None and result.resource is not None
+    harness.rollback({"bucket": "b1"}, resource=result.resource)
+    assert harness.events[-1]["event"] == "bucket deleted"
+
+Not thread-safe: one harness per test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from stepkit.context import Direction, StepContext, StepLogger, WorkflowInfo, derive_idempotency_key
+from stepkit.errors import StepError, classify
+from stepkit.outputs import ResourceStatus, StepResult
+from stepkit.protocol import Step
+
+__all__ = ["DEFAULT_WORKFLOW", "CapturingLogger", "StepHarness"]
+
+DEFAULT_WORKFLOW = WorkflowInfo(
+    name="test-workflow", namespace="default", uid="00000000-0000-4000-8000-000000000000"
+)
+
+
+class CapturingLogger:
+    """A ``StepLogger`` that appends each event to a list, in ``structlog.testing.capture_logs`` form:
+    ``{"event": ..., "log_level": ..., **bound, **kw}``. ``bind`` shares the list."""
+
+    def __init__(self, events: list[dict[str, Any]] | None = None, **bound: Any) -> None:
+        self.events: list[dict[str, Any]] = [] if events is None else events
+        self._bound = bound
+
+    def bind(self, **new_values: Any) -> CapturingLogger:
+        return CapturingLogger(self.events, **{**self._bound, **new_values})
+
+    def _emit(self, level: str, event: str, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+        text = event % args if args else event
+        self.events.append({"event": text, "log_level": level, **self._bound, **kw})
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> None:
+        self._emit("debug", event, args, kw)
+
+    def info(self, event: str, *args: Any, **kw: Any) -> None:
+        self._emit("info", event, args, kw)
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> None:
+        self._emit("warning", event, args, kw)
+
+    def error(self, event: str, *args: Any, **kw: Any) -> None:
+        self._emit("error", event, args, kw)
+
+    def exception(self, event: str, *args: Any, **kw: Any) -> None:
+        self._emit("error", event, args, {"exc_info": True, **kw})
+
+
+class StepHarness:
+    """Runs one step instance with fake contexts; see the module docstring.
+
+    ``step_type`` / ``step_name`` / ``workflow`` / ``timeout`` (seconds until the deadline) are defaults
+    for every call; each call may override ``workflow`` and pass a ``deadline`` (a ``time.monotonic()``
+    value) of its own. ``contexts`` holds every context built, ``events`` every log event.
+    """
+
+    def __init__(
+        self,
+        step: Step,
+        *,
+        step_type: str = "test",
+        step_name: str = "step",
+        workflow: WorkflowInfo = DEFAULT_WORKFLOW,
+        timeout: float = 300.0,
+    ) -> None:
+        self.step = step
+        self.step_type = step_type
+        self.step_name = step_name
+        self.workflow = workflow
+        self.timeout = timeout
+        self.logger = CapturingLogger()
+        self.contexts: list[StepContext] = []
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every log event the step emitted, in order."""
+        return self.logger.events
+
+    def idempotency_key(self, direction: Direction, workflow: WorkflowInfo | None = None) -> str:
+        """The key the step sees for ``direction`` (same derivation as the engine)."""
+        return derive_idempotency_key((workflow or self.workflow).uid, self.step_name, direction)
+
+    def context(
+        self,
+        direction: Direction,
+        parameters: Mapping[str, str] | None = None,
+        *,
+        attempt: int = 1,
+        workflow: WorkflowInfo | None = None,
+        resource: ResourceStatus | None = None,
+        deadline: float | None = None,
+    ) -> StepContext:
+        """The context a call with these arguments gets (also used by ``run`` / ``rollback`` / ``sync``)."""
+        wf = workflow or self.workflow
+        log: StepLogger = self.logger.bind(
+            workflow=wf.name, namespace=wf.namespace, step=self.step_name, direction=direction
+        )
+        return StepContext(
+            workflow=wf,
+            step_name=self.step_name,
+            step_type=self.step_type,
+            parameters=parameters or {},
+            attempt=attempt,
+            direction=direction,
+            idempotency_key=self.idempotency_key(direction, wf),
+            deadline=time.monotonic() + self.timeout if deadline is None else deadline,
+            resource=resource or ResourceStatus(),
+            log=log,
+        )
+
+    def call(self, ctx: StepContext) -> StepResult | None:
+        """Call the method ``ctx.direction`` names and apply the engine's outcome rules."""
+        self.contexts.append(ctx)
+        method = getattr(self.step, ctx.direction)
+        try:
+            result = method(ctx)
+        except StepError:
+            raise
+        except Exception as exc:
+            raise classify(exc) from exc
+        if result is not None and not isinstance(result, StepResult):
+            raise TypeError(
+                f"{type(self.step).__name__}.{ctx.direction} returned {type(result).__name__}; "
+                "expected StepResult or None"
+            )
+        return result
+
+    def run(
+        self,
+        parameters: Mapping[str, str] | None = None,
+        *,
+        attempt: int = 1,
+        workflow: WorkflowInfo | None = None,
+        resource: ResourceStatus | None = None,
+        deadline: float | None = None,
+    ) -> StepResult | None:
+        """Call ``step.run``; returns its result or raises its ``StepError``."""
+        ctx = self.context(
+            "run", parameters, attempt=attempt, workflow=workflow, resource=resource, deadline=deadline
+        )
+        return self.call(ctx)
+
+    def rollback(
+        self,
+        parameters: Mapping[str, str] | None = None,
+        *,
+        attempt: int = 1,
+        workflow: WorkflowInfo | None = None,
+        resource: ResourceStatus | None = None,
+        deadline: float | None = None,
+    ) -> StepResult | None:
+        """Call ``step.rollback``; returns its result or raises its ``StepError``."""
+        ctx = self.context(
+            "rollback", parameters, attempt=attempt, workflow=workflow, resource=resource, deadline=deadline
+        )
+        return self.call(ctx)
+
+    def sync(
+        self,
+        parameters: Mapping[str, str] | None = None,
+        *,
+        attempt: int = 1,
+        workflow: WorkflowInfo | None = None,
+        resource: ResourceStatus | None = None,
+        deadline: float | None = None,
+    ) -> StepResult | None:
+        """Call ``step.sync``; returns its result or raises its ``StepError``."""
+        ctx = self.context(
+            "sync", parameters, attempt=attempt, workflow=workflow, resource=resource, deadline=deadline
+        )
+        return self.call(ctx)
