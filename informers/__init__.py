@@ -8,3 +8,100 @@ This package knows nothing of workflows or steps: it works on any resource given
 group/version/plural, and hands out plain ``dict`` objects parsed from the API server's JSON
 (never the client's generated models). Objects it hands out are read-only.
 """
+
+from informers.clock import Clock, FakeClock, RealClock
+from informers.delaying import DelayingQueue
+from informers.errors import (
+    ApiError,
+    InformerError,
+    TransportError,
+    VeryShortWatchError,
+    WatchIdleTimeout,
+    is_expired,
+    is_retriable_watch_error,
+    is_too_large_resource_version,
+)
+from informers.factory import SharedInformerFactory
+from informers.frozen import FrozenDict, FrozenList, freeze, thaw
+from informers.handlers import EnqueueHandler
+from informers.listwatch import ApiListerWatcher, ListerWatcher, ListOptions, ListPage, Resource, WatchStream
+from informers.metrics import MetricsProvider, NoopMetricsProvider
+from informers.ratelimit import (
+    BucketRateLimiter,
+    ItemExponentialFailureRateLimiter,
+    MaxOfRateLimiter,
+    RateLimiter,
+    default_controller_rate_limiter,
+)
+from informers.ratelimiting_queue import RateLimitingQueue
+from informers.reflector import Reflector, ReflectorConfig, ReflectorStats
+from informers.shared_informer import (
+    HandlerRegistration,
+    ResourceEventHandler,
+    ResourceEventHandlerFuncs,
+    SharedIndexInformer,
+)
+from informers.store import (
+    NAMESPACE_INDEX,
+    DeletedFinalStateUnknown,
+    Indexer,
+    drop_managed_fields,
+    label_index_func,
+    meta_namespace_key,
+    owner_index_func,
+    split_key,
+)
+from informers.workqueue import Got, Queue, ShutDown
+
+__all__ = [
+    "NAMESPACE_INDEX",
+    "ApiError",
+    "ApiListerWatcher",
+    "BucketRateLimiter",
+    "Clock",
+    "DelayingQueue",
+    "DeletedFinalStateUnknown",
+    "EnqueueHandler",
+    "FakeClock",
+    "FrozenDict",
+    "FrozenList",
+    "Got",
+    "HandlerRegistration",
+    "Indexer",
+    "InformerError",
+    "ItemExponentialFailureRateLimiter",
+    "ListOptions",
+    "ListPage",
+    "ListerWatcher",
+    "MaxOfRateLimiter",
+    "MetricsProvider",
+    "NoopMetricsProvider",
+    "Queue",
+    "RateLimiter",
+    "RateLimitingQueue",
+    "RealClock",
+    "Reflector",
+    "ReflectorConfig",
+    "ReflectorStats",
+    "Resource",
+    "ResourceEventHandler",
+    "ResourceEventHandlerFuncs",
+    "SharedIndexInformer",
+    "SharedInformerFactory",
+    "ShutDown",
+    "TransportError",
+    "VeryShortWatchError",
+    "WatchIdleTimeout",
+    "WatchStream",
+    "default_controller_rate_limiter",
+    "drop_managed_fields",
+    "freeze",
+    "is_expired",
+    "is_retriable_watch_error",
+    "is_too_large_resource_version",
+    "label_index_func",
+    "meta_namespace_key",
+    "owner_index_func",
+    "split_key",
+    "thaw",
+]

@@ -1,0 +1,252 @@
+"""The thread-safe store and its indexers (client-go ``thread_safe_store.go``, ``index.go``).
+
+Objects are JSON dicts keyed ``namespace/name`` (or ``name`` for cluster-scoped objects). Indexers are
+named functions ``obj -> list[str]`` (e.g. the namespace index, or "steps by owning workflow"); the
+store keeps, per indexer, ``value -> set of keys``, updated on every write.
+
+TL;DR caveats (as client-go's):
+
+* the store does not copy: whatever is stored is handed out as is. The informer stores **frozen**
+  objects (:mod:`informers.frozen`), so a handler that tries to change one gets a ``TypeError``
+  instead of silently corrupting the cache. If you store plain dicts yourself, do not mutate them.
+* index functions must be pure and fast; they run under the store's lock.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "NAMESPACE_INDEX",
+    "DeletedFinalStateUnknown",
+    "IndexFunc",
+    "Indexer",
+    "KeyFunc",
+    "drop_managed_fields",
+    "label_index_func",
+    "meta_namespace_index_func",
+    "meta_namespace_key",
+    "owner_index_func",
+    "split_key",
+]
+
+Obj = Mapping[str, Any]
+KeyFunc = Callable[[Obj], str]
+IndexFunc = Callable[[Obj], list[str]]
+
+NAMESPACE_INDEX = "namespace"
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedFinalStateUnknown:
+    """A tombstone: ``obj`` was deleted while the watch was down; ``obj`` is its last known state.
+
+    ``on_delete`` handlers receive either an object or one of these; unwrap with ``.obj``.
+    """
+
+    key: str
+    obj: Obj
+
+
+def meta_namespace_key(obj: Obj | DeletedFinalStateUnknown) -> str:
+    """``namespace/name``, or ``name`` when the object has no namespace; tombstones give their key."""
+    if isinstance(obj, DeletedFinalStateUnknown):
+        return obj.key
+    meta = obj["metadata"]
+    ns = meta.get("namespace")
+    return f"{ns}/{meta['name']}" if ns else str(meta["name"])
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(namespace, name)``; namespace is ``""`` for cluster-scoped keys."""
+    ns, sep, name = key.partition("/")
+    return (ns, name) if sep else ("", ns)
+
+
+def meta_namespace_index_func(obj: Obj) -> list[str]:
+    return [obj["metadata"].get("namespace") or ""]
+
+
+def label_index_func(label: str) -> IndexFunc:
+    """Index by the value of one label, e.g. ``label_index_func("workflow")``."""
+
+    def index(obj: Obj) -> list[str]:
+        value = (obj["metadata"].get("labels") or {}).get(label)
+        return [value] if value is not None else []
+
+    return index
+
+
+def owner_index_func(kind: str, *, controller_only: bool = True) -> IndexFunc:
+    """Index by owner ``namespace/name`` for owners of ``kind`` (e.g. steps by owning Workflow)."""
+
+    def index(obj: Obj) -> list[str]:
+        meta = obj["metadata"]
+        ns = meta.get("namespace") or ""
+        out = []
+        for ref in meta.get("ownerReferences") or ():
+            if ref.get("kind") == kind and (ref.get("controller") or not controller_only):
+                out.append(f"{ns}/{ref['name']}" if ns else str(ref["name"]))
+        return out
+
+    return index
+
+
+def drop_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """A transform: remove ``metadata.managedFields`` (often half of an object's size)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
+
+
+class Indexer:
+    """A thread-safe key → object map with secondary indices.
+
+    Contract: any thread may call any method; one lock ``_lock`` guards ``_items`` and ``_indices``.
+    Invariant: for every indexer ``n``, ``_indices[n][v]`` is exactly the set of keys whose object's
+    index function returns ``v`` (empty sets are removed). Returned lists are fresh lists of the stored
+    (shared, not copied) objects. Readers never block each other for long: every operation is O(1) or
+    O(result), except ``list``/``replace``.
+    """
+
+    def __init__(
+        self, key_func: KeyFunc = meta_namespace_key, indexers: Mapping[str, IndexFunc] | None = None
+    ) -> None:
+        self._key_func = key_func
+        self._lock = threading.RLock()
+        self._items: dict[str, Obj] = {}
+        self._indexers: dict[str, IndexFunc] = {}
+        self._indices: dict[str, dict[str, set[str]]] = {}
+        if indexers:
+            self.add_indexers(indexers)
+
+    def key_of(self, obj: Obj | DeletedFinalStateUnknown) -> str:
+        if isinstance(obj, DeletedFinalStateUnknown):
+            return obj.key
+        return self._key_func(obj)
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def add(self, obj: Obj) -> None:
+        self.put(self._key_func(obj), obj)
+
+    update = add
+
+    def put(self, key: str, obj: Obj) -> Obj | None:
+        """Store ``obj`` under ``key``; return the previous object."""
+        with self._lock:
+            old = self._items.get(key)
+            self._items[key] = obj
+            self._update_indices_locked(key, old, obj)
+            return old
+
+    def delete(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        self.delete_key(self.key_of(obj))
+
+    def delete_key(self, key: str) -> Obj | None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._update_indices_locked(key, old, None)
+            return old
+
+    def replace(self, objs: Iterable[Obj]) -> None:
+        """Swap the whole content atomically."""
+        items = {self._key_func(o): o for o in objs}
+        with self._lock:
+            self._items = items
+            self._indices = {n: {} for n in self._indexers}
+            for key, obj in items.items():
+                self._update_indices_locked(key, None, obj)
+
+    def add_indexers(self, indexers: Mapping[str, IndexFunc]) -> None:
+        """Add index functions (allowed at any time; existing objects are indexed now)."""
+        with self._lock:
+            clash = set(indexers) & set(self._indexers)
+            if clash:
+                raise ValueError(f"indexer(s) already exist: {sorted(clash)}")
+            for name, fn in indexers.items():
+                self._indexers[name] = fn
+                index: dict[str, set[str]] = {}
+                self._indices[name] = index
+                for key, obj in self._items.items():
+                    for value in fn(obj):
+                        index.setdefault(value, set()).add(key)
+
+    def indexer_names(self) -> list[str]:
+        with self._lock:
+            return list(self._indexers)
+
+    def _update_indices_locked(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        for name, fn in self._indexers.items():
+            index = self._indices[name]
+            old_values = fn(old) if old is not None else []
+            new_values = fn(new) if new is not None else []
+            if old_values == new_values:
+                continue
+            for value in old_values:
+                keys = index.get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del index[value]
+            for value in new_values:
+                index.setdefault(value, set()).add(key)
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def get(self, obj: Obj | DeletedFinalStateUnknown) -> Obj | None:
+        return self.get_by_key(self.key_of(obj))
+
+    def get_by_key(self, key: str) -> Obj | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def list(self) -> builtins.list[Obj]:
+        with self._lock:
+            return list(self._items.values())
+
+    def list_keys(self) -> builtins.list[str]:
+        with self._lock:
+            return list(self._items)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def index_keys(self, index_name: str, value: str) -> builtins.list[str]:
+        with self._lock:
+            return sorted(self._index_locked(index_name).get(value, ()))
+
+    def by_index(self, index_name: str, value: str) -> builtins.list[Obj]:
+        with self._lock:
+            keys = self._index_locked(index_name).get(value, ())
+            return [self._items[k] for k in sorted(keys)]
+
+    def index(self, index_name: str, obj: Obj) -> builtins.list[Obj]:
+        """Objects sharing any index value with ``obj``."""
+        with self._lock:
+            index = self._index_locked(index_name)
+            keys: set[str] = set()
+            for value in self._indexers[index_name](obj):
+                keys |= index.get(value, set())
+            return [self._items[k] for k in sorted(keys)]
+
+    def list_index_func_values(self, index_name: str) -> builtins.list[str]:
+        with self._lock:
+            return sorted(self._index_locked(index_name))
+
+    def _index_locked(self, index_name: str) -> dict[str, set[str]]:
+        try:
+            return self._indices[index_name]
+        except KeyError:
+            raise KeyError(f"no indexer named {index_name!r}") from None
