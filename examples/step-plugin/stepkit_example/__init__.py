@@ -1,0 +1,1 @@
+"""An example kube-workflow step plugin (see ``file_step``)."""
