@@ -93,7 +93,7 @@ class LocalServer:
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="stepkit-test-http", daemon=True
+            target=self._httpd.serve_forever, args=(0.05,), name="stepkit-test-http", daemon=True
         )
 
     def url(self, path: str) -> str:
