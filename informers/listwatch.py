@@ -13,7 +13,7 @@ minute, so an idle timeout a little above that (default 90 s) only fires on a de
 
 from __future__ import annotations
 
-import socket
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -222,13 +222,11 @@ class _HttpWatchStream:
             if self._closed:
                 return
             self._closed = True
-        try:
+        # shutdown() unblocks a reader in another thread; it raises RuntimeError when urllib3 already
+        # released the connection (after an error), which is fine: nothing is reading any more then.
+        with contextlib.suppress(OSError, RuntimeError):
             self._resp.shutdown()
-        except (OSError, AttributeError):
-            sock = getattr(getattr(self._resp, "_fp", None), "fp", None)
-            raw = getattr(sock, "raw", None)
-            s = getattr(raw, "_sock", None)
-            if isinstance(s, socket.socket):
-                s.shutdown(socket.SHUT_RDWR)
-        self._resp.close()
-        self._resp.release_conn()
+        with contextlib.suppress(Exception):
+            self._resp.close()
+        with contextlib.suppress(Exception):
+            self._resp.release_conn()

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -28,6 +29,7 @@ __all__ = [
     "FakeWatch",
     "InMemoryMetricsProvider",
     "RecordingHandler",
+    "TcpProxy",
     "wait_until",
 ]
 
@@ -338,3 +340,119 @@ class InMemoryMetricsProvider:
 
     def new_retries_metric(self, name: str) -> _Metric:
         return self._get("workqueue_retries_total", name)
+
+
+class TcpProxy:
+    """A loopback TCP forwarder with switches, for drills against a *real* API server.
+
+    ``stall()`` freezes every open connection: sockets stay open, no byte moves in either direction
+    (a half-dead load balancer, a hung NAT entry); new connections are forwarded normally.
+    ``cut()`` closes every open connection and closes new ones at once until ``restore()``.
+
+    Contract: ``start``/``stop``/switches from the test thread; two pump threads per connection and one
+    accept thread. TLS passes through untouched (the proxy sees bytes only).
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        import socket
+
+        self._target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._conns: list[_ProxyConn] = []
+        self._refuse = False
+        self._stopped = False
+        self.connections_accepted = 0
+        self._thread = threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._listener.close()
+        self.cut()
+
+    def stall(self) -> None:
+        with self._lock:
+            for c in self._conns:
+                c.stalled = True
+
+    def cut(self) -> None:
+        with self._lock:
+            self._refuse = True
+            conns, self._conns = self._conns, []
+        for c in conns:
+            c.close()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._refuse = False
+
+    def _accept_loop(self) -> None:
+        import socket
+
+        while not self._stopped:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                refuse = self._refuse
+                self.connections_accepted += 1
+            if refuse:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            conn = _ProxyConn(client, upstream)
+            with self._lock:
+                self._conns.append(conn)
+            conn.start()
+
+
+class _ProxyConn:
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+        self.stalled = False
+        self.closed = False
+
+    def start(self) -> None:
+        for src, dst in ((self.a, self.b), (self.b, self.a)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any) -> None:
+        import select
+
+        while not self.closed:
+            if self.stalled:
+                time.sleep(0.05)
+                continue
+            try:
+                ready, _, _ = select.select([src], [], [], 0.05)
+                if not ready or self.stalled:
+                    continue
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+            except OSError:
+                break
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for s in (self.a, self.b):
+            with contextlib.suppress(OSError):
+                s.close()
