@@ -1,4 +1,4 @@
-"""How a plugin author tests a step: StepHarness, no cluster. Run with ``pytest examples/step-plugin``."""
+"""How a plugin author tests a step: StepHarness, no cluster. ``pytest examples/step-plugin/tests``."""
 
 from pathlib import Path
 
