@@ -39,8 +39,8 @@ WIDGET_CRD: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def widgets(api_client: client.ApiClient) -> client.CustomObjectsApi:
+def install_widgets(api_client: client.ApiClient) -> client.CustomObjectsApi:
+    """Register the Widget CRD (idempotent) and wait until its resource answers."""
     ext = client.ApiextensionsV1Api(api_client)
     try:
         ext.create_custom_resource_definition(WIDGET_CRD)
@@ -66,6 +66,28 @@ def widgets(api_client: client.ApiClient) -> client.CustomObjectsApi:
                 raise
             time.sleep(0.1)
     return custom
+
+
+@pytest.fixture(scope="module")
+def widgets(api_client: client.ApiClient) -> client.CustomObjectsApi:
+    return install_widgets(api_client)
+
+
+@pytest.fixture(scope="module")
+def uncached() -> Iterator[tuple[ControlPlane, client.CustomObjectsApi]]:
+    """A second plane with the watch cache off, so that reads at old resourceVersions go to etcd.
+
+    With the watch cache on (the default, and the session plane), kube-apiserver serves watches and
+    exact reads at recent resourceVersions from memory, so a compaction done behind its back does not
+    show; with it off, every such request reaches etcd and a compacted revision is 410 Gone.
+    """
+    with ControlPlane(apiserver_args=["--watch-cache=false"]) as plane:
+        api = config.new_client_from_config(config_file=str(plane.kubeconfig))
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": "gone"}})
+        try:
+            yield plane, install_widgets(api)
+        finally:
+            api.close()
 
 
 def _widget(name: str, size: int = 1) -> dict[str, Any]:
@@ -129,39 +151,52 @@ def test_watch_from_resource_version_sees_later_changes(
 
 
 def test_expired_resource_version_gets_410_gone(
-    control_plane: ControlPlane, widgets: client.CustomObjectsApi, namespace: str
+    uncached: tuple[ControlPlane, client.CustomObjectsApi],
 ) -> None:
-    old = widgets.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _widget("old"))
+    plane, widgets = uncached
+    ns = "gone"
+    old = widgets.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, _widget("old"))
     old_rv = old["metadata"]["resourceVersion"]
     for i in range(5):
-        widgets.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, "old", {"spec": {"size": i}}
-        )
-    compacted = control_plane.compact_etcd()
+        widgets.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "old", {"spec": {"size": i}})
+    compacted = plane.compact_etcd()
     assert compacted > int(old_rv)
 
-    # An exact read at a compacted revision must go to etcd: 410 Gone.
+    # A watch from a compacted revision: one ERROR event carrying a 410 Expired Status.
+    events = list(_watch_events(widgets, ns, old_rv, want=1, timeout=5))
+    assert len(events) == 1
+    assert events[0]["type"] == "ERROR"
+    assert events[0]["object"]["code"] == 410
+    assert events[0]["object"]["reason"] == "Expired"
+
+    # An exact list at that revision: 410 Gone as an HTTP status.
     with pytest.raises(ApiException) as err:
         widgets.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, resource_version=old_rv, resource_version_match="Exact",
+            GROUP, VERSION, ns, PLURAL, resource_version=old_rv, resource_version_match="Exact",
         )
     assert err.value.status == 410
     assert json.loads(err.value.body)["reason"] == "Expired"
 
+    # The current revision still works.
+    listed = widgets.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+    assert [o["metadata"]["name"] for o in listed["items"]] == ["old"]
+
 
 def test_continue_token_expires_after_compaction(
-    control_plane: ControlPlane, widgets: client.CustomObjectsApi, namespace: str
+    uncached: tuple[ControlPlane, client.CustomObjectsApi],
 ) -> None:
+    plane, widgets = uncached
+    ns = "gone"
     for i in range(3):
-        widgets.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _widget(f"p{i}"))
-    page = widgets.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, limit=1)
+        widgets.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, _widget(f"p{i}"))
+    page = widgets.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, limit=1)
     token = page["metadata"]["continue"]
     assert token
     for i in range(3):
-        widgets.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "p0", {"spec": {"size": i}})
-    control_plane.compact_etcd()
+        widgets.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "p0", {"spec": {"size": i}})
+    plane.compact_etcd()
     with pytest.raises(ApiException) as err:
-        widgets.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, limit=1, _continue=token)
+        widgets.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, limit=1, _continue=token)
     assert err.value.status == 410
 
 
@@ -175,7 +210,7 @@ def test_unprivileged_user_gets_403_until_rbac_grants_access(
         with pytest.raises(ApiException) as err:
             as_alice.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
         assert err.value.status == 403
-        assert 'User "alice" cannot list resource "widgets"' in err.value.body
+        assert 'User "alice" cannot list resource "widgets"' in json.loads(err.value.body)["message"]
 
         rbac = client.RbacAuthorizationV1Api(api_client)
         rbac.create_namespaced_role(namespace, {
