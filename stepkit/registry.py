@@ -208,6 +208,15 @@ class StepRegistry:
         with self._lock:
             return dict(sorted(self._sources.items()))
 
+    def report(self) -> dict[str, dict[str, str]]:
+        """``{"loaded": {name: source}, "broken": {key: reason}}`` — JSON-ready, for the health
+        endpoint and ``python -m stepkit``; one consistent snapshot."""
+        with self._lock:
+            return {
+                "loaded": dict(sorted(self._sources.items())),
+                "broken": dict(sorted(self._broken.items())),
+            }
+
     @property
     def broken(self) -> Mapping[str, str]:
         """Entry-point name (or ``"<name> (<source>)"`` for an ignored duplicate) -> one-line reason."""

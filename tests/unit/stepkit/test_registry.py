@@ -193,6 +193,7 @@ def test_a_plugin_that_raises_on_import_is_broken_and_the_others_load(site: Fake
     assert "lacks run, rollback, sync" in broken["t_junk"]
     assert "RuntimeError: no credentials configured" in broken["t_exploding"]
 
+    assert registry.report() == {"loaded": registry.loaded, "broken": broken}
     with pytest.raises(StepNotFoundError, match=r"plugin failed to load: .*boom at import"):
         registry.get("t_boom")
     warnings = [e for e in logs if e["event"] == "step plugin broken"]
