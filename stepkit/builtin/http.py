@@ -207,6 +207,16 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
+def _display(url: str) -> str:
+    """The URL for logs and error messages: no credentials, query or fragment (they may hold secrets)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def _retry_after(response: requests.Response) -> float | None:
     raw = response.headers.get("Retry-After")
     if not raw:
@@ -224,6 +234,16 @@ def _retry_after(response: requests.Response) -> float | None:
     return min(max(delay, 0.0), _MAX_RETRY_AFTER)
 
 
+def _reason(exc: requests.RequestException) -> str:
+    """The root cause of a requests error without the URL it quotes (queries may hold secrets):
+    requests wraps urllib3's MaxRetryError, whose ``reason`` is the socket-level error."""
+    inner: Any = exc.args[0] if exc.args else exc
+    reason = getattr(inner, "reason", None) or inner
+    text = str(reason)
+    # urllib3 prefixes "<...Connection object at 0x...>: " and pools prefix "HTTPConnectionPool(...): "
+    return re.sub(r"^(<[^>]*>|\w+ConnectionPool\([^)]*\)): ", "", text)
+
+
 def _is_timeout(exc: requests.RequestException) -> bool:
     """requests reports a read timeout while streaming as a ConnectionError wrapping urllib3's
     ReadTimeoutError, not as requests.Timeout; look inside."""
@@ -232,7 +252,7 @@ def _is_timeout(exc: requests.RequestException) -> bool:
     )
 
 
-def _read_body(response: requests.Response, method: str, url: str) -> bytes:
+def _read_body(response: requests.Response, shown: str) -> bytes:
     """Up to ``_MAX_BODY`` + one chunk of the body; a read that stalls or breaks is retryable."""
     chunks: list[bytes] = []
     size = 0
@@ -244,7 +264,7 @@ def _read_body(response: requests.Response, method: str, url: str) -> bytes:
                 break
     except requests.RequestException as exc:  # read timeout, reset, truncated chunked body
         code = "Timeout" if _is_timeout(exc) else "ConnectionError"
-        raise RetryableError(f"{method} {url}: reading the response failed: {exc}", code=code) from exc
+        raise RetryableError(f"{shown}: reading the response failed: {_reason(exc)}", code=code) from exc
     return b"".join(chunks)
 
 
@@ -310,40 +330,43 @@ class HttpStep:
             return self._send(ctx, session, request)
 
     def _send(self, ctx: StepContext, session: requests.Session, request: _Request) -> StepResult | None:
-        method, url, body = request.method, request.url, request.body
+        method, url, body, headers = request.method, request.url, request.body, dict(request.headers)
         origin = _origin(url)
         for _ in range(_MAX_REDIRECTS + 1):
+            shown = f"{method} {_display(url)}"
             timeout = min(request.timeout, ctx.remaining())
             if timeout <= 0:
-                raise RetryableError(f"call deadline passed before {method} {url}", code="DeadlineExceeded")
-            response = self._exchange(session, method, url, request.headers, body, timeout)
+                raise RetryableError(f"call deadline passed before {shown}", code="DeadlineExceeded")
+            response = self._exchange(session, method, url, shown, headers, body, timeout)
             with response:
                 status = response.status_code
-                payload = _read_body(response, method, url)
+                payload = _read_body(response, shown)
                 location = response.headers.get("Location")
                 if status in _REDIRECTS and location and status not in request.expected:
                     target = urllib.parse.urljoin(url, location)
                     if _origin(target) != origin:
                         raise PermanentError(
-                            f"{method} {url} redirected to another origin ({target}); not followed",
+                            f"{shown} redirected to another origin ({_display(target)}); not followed",
                             code="RedirectRefused",
                         )
-                    ctx.log.debug("http step following redirect", status=status, location=target)
+                    ctx.log.debug("http step following redirect", status=status, location=_display(target))
                     if status == 303 or (status in (301, 302) and method == "POST"):
-                        method, body = "GET", None
+                        method, body = "GET", None  # what browsers and requests do
+                        headers.pop("Content-Type", None)
                     url = target
                     continue
-                ctx.log.info("http step response", method=method, url=url, status=status)
+                ctx.log.info("http step response", request=shown, status=status)
                 if status in request.expected:
                     return _outputs(payload)
-                raise self._status_error(method, url, status, payload, response)
-        raise PermanentError(f"{method} {url}: more than {_MAX_REDIRECTS} redirects", code="RedirectRefused")
+                raise self._status_error(shown, status, payload, response)
+        raise PermanentError(f"{shown}: more than {_MAX_REDIRECTS} redirects", code="RedirectRefused")
 
     @staticmethod
     def _exchange(
         session: requests.Session,
         method: str,
         url: str,
+        shown: str,
         headers: Mapping[str, str],
         body: bytes | None,
         timeout: float,
@@ -359,17 +382,17 @@ class HttpStep:
                 stream=True,
             )
         except requests.Timeout as exc:
-            raise RetryableError(f"{method} {url}: timed out after {timeout:.1f}s", code="Timeout") from exc
+            raise RetryableError(f"{shown}: timed out after {timeout:.1f}s", code="Timeout") from exc
         except requests.ConnectionError as exc:
-            raise RetryableError(f"{method} {url}: {exc}", code="ConnectionError") from exc
+            raise RetryableError(
+                f"{shown}: connection failed: {_reason(exc)}", code="ConnectionError"
+            ) from exc
         except requests.RequestException as exc:  # invalid URL, too many headers, ...: will not heal
-            raise PermanentError(f"{method} {url}: {exc}", code="BadRequest") from exc
+            raise PermanentError(f"{shown}: {type(exc).__name__}: {exc}", code="BadRequest") from exc
 
     @staticmethod
-    def _status_error(
-        method: str, url: str, status: int, payload: bytes, response: requests.Response
-    ) -> StepError:
-        message = f"{method} {url} returned {status}{_excerpt(payload)}"
+    def _status_error(shown: str, status: int, payload: bytes, response: requests.Response) -> StepError:
+        message = f"{shown} returned {status}{_excerpt(payload)}"
         code = f"HTTP{status}"
         if status == 429:
             return IgnorableError(message, delay=_retry_after(response), code=code)

@@ -35,6 +35,7 @@ class Reply:
     body: Any = b""
     headers: dict[str, str] = field(default_factory=dict)
     hold: bool = False
+    stall_body: bool = False  # send the headers and part of the body, then block until the test ends
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -83,9 +84,13 @@ class LocalServer:
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
+                declared = len(payload) + (10 if reply.stall_body else 0)
+                self.send_header("Content-Length", str(declared))
                 self.end_headers()
                 self.wfile.write(payload)
+                if reply.stall_body:
+                    self.wfile.flush()
+                    server.release.wait(timeout=30)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 

@@ -136,6 +136,13 @@ def test_timeout_is_retryable(http_server: LocalServer, harness: StepHarness) ->
     assert info.value.code == "Timeout"
 
 
+def test_a_body_that_stalls_is_a_retryable_timeout(http_server: LocalServer, harness: StepHarness) -> None:
+    http_server.routes[("POST", "/drip")] = Reply(200, b'{"attributes": ', stall_body=True)
+    with pytest.raises(RetryableError, match="reading the response failed") as info:
+        harness.run({"url": http_server.url("/drip"), "timeoutSeconds": "0.2"})
+    assert info.value.code == "Timeout"
+
+
 def test_connection_refused_is_retryable(harness: StepHarness) -> None:
     with socket.socket() as sock:  # a port that was free a moment ago and has no listener now
         sock.bind(("127.0.0.1", 0))
@@ -143,6 +150,15 @@ def test_connection_refused_is_retryable(harness: StepHarness) -> None:
     with pytest.raises(RetryableError) as info:
         harness.run({"url": f"http://127.0.0.1:{port}/x"})
     assert info.value.code == "ConnectionError"
+    assert "refused" in info.value.message
+
+
+def test_query_strings_stay_out_of_errors_and_logs(http_server: LocalServer, harness: StepHarness) -> None:
+    http_server.routes[("POST", "/dbs?token=s3cret")] = Reply(500, b"down")
+    with pytest.raises(RetryableError) as info:
+        harness.run({"url": http_server.url("/dbs?token=s3cret")})
+    assert info.value.message == f"POST http://127.0.0.1:{http_server.port}/dbs returned 500: down"
+    assert "s3cret" not in repr(harness.events)
 
 
 def test_same_origin_redirect_is_followed(http_server: LocalServer, harness: StepHarness) -> None:
