@@ -1,8 +1,8 @@
 """``StepHarness``: call a step's ``run`` / ``rollback`` / ``sync`` without a cluster.
 
 The harness builds the same frozen ``StepContext`` the engine would (a fixed test workflow, the
-idempotency key from ``derive_idempotency_key``, a generous deadline, a logger that records events) and
-treats the outcome the way the engine does:
+idempotency key from ``derive_idempotency_key``, a generous deadline, a real structlog logger whose
+events are recorded in ``harness.events``) and treats the outcome the way the engine does:
 
 - a returned ``StepResult`` (or ``None``) is returned; anything else raises ``TypeError`` (a plugin bug
   the engine would also reject);
@@ -23,51 +23,40 @@ Not thread-safe: one harness per test.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
+
+import structlog
+from structlog.testing import LogCapture
 
 from stepkit.context import Direction, StepContext, StepLogger, WorkflowInfo, derive_idempotency_key
 from stepkit.errors import StepError, classify
 from stepkit.outputs import ResourceStatus, StepResult
 from stepkit.protocol import Step
 
-__all__ = ["DEFAULT_WORKFLOW", "CapturingLogger", "StepHarness"]
+__all__ = ["DEFAULT_WORKFLOW", "StepHarness", "capturing_logger"]
 
 DEFAULT_WORKFLOW = WorkflowInfo(
     name="test-workflow", namespace="default", uid="00000000-0000-4000-8000-000000000000"
 )
 
 
-class CapturingLogger:
-    """A ``StepLogger`` that appends each event to a list, in ``structlog.testing.capture_logs`` form:
-    ``{"event": ..., "log_level": ..., **bound, **kw}``. ``bind`` shares the list."""
+def capturing_logger() -> tuple[StepLogger, list[MutableMapping[str, Any]]]:
+    """A real structlog bound logger (the engine's kind) and the list its events are appended to.
 
-    def __init__(self, events: list[dict[str, Any]] | None = None, **bound: Any) -> None:
-        self.events: list[dict[str, Any]] = [] if events is None else events
-        self._bound = bound
-
-    def bind(self, **new_values: Any) -> CapturingLogger:
-        return CapturingLogger(self.events, **{**self._bound, **new_values})
-
-    def _emit(self, level: str, event: str, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
-        text = event % args if args else event
-        self.events.append({"event": text, "log_level": level, **self._bound, **kw})
-
-    def debug(self, event: str, *args: Any, **kw: Any) -> None:
-        self._emit("debug", event, args, kw)
-
-    def info(self, event: str, *args: Any, **kw: Any) -> None:
-        self._emit("info", event, args, kw)
-
-    def warning(self, event: str, *args: Any, **kw: Any) -> None:
-        self._emit("warning", event, args, kw)
-
-    def error(self, event: str, *args: Any, **kw: Any) -> None:
-        self._emit("error", event, args, kw)
-
-    def exception(self, event: str, *args: Any, **kw: Any) -> None:
-        self._emit("error", event, args, {"exc_info": True, **kw})
+    Events have the ``structlog.testing.capture_logs`` form ``{"event": ..., "log_level": ...,
+    **bound, **kw}``. No global structlog configuration is touched, so tests may run in parallel.
+    """
+    capture = LogCapture()
+    logger: StepLogger = structlog.wrap_logger(
+        None,
+        processors=[capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        context_class=dict,
+    )
+    return logger, capture.entries
 
 
 class StepHarness:
@@ -92,13 +81,13 @@ class StepHarness:
         self.step_name = step_name
         self.workflow = workflow
         self.timeout = timeout
-        self.logger = CapturingLogger()
+        self.logger, self._events = capturing_logger()
         self.contexts: list[StepContext] = []
 
     @property
-    def events(self) -> list[dict[str, Any]]:
+    def events(self) -> list[MutableMapping[str, Any]]:
         """Every log event the step emitted, in order."""
-        return self.logger.events
+        return self._events
 
     def idempotency_key(self, direction: Direction, workflow: WorkflowInfo | None = None) -> str:
         """The key the step sees for ``direction`` (same derivation as the engine)."""

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from stepkit import ResourceStatus, StepContext, StepResult, WorkflowInfo, derive_idempotency_key
-from stepkit.testing import CapturingLogger
+from stepkit.testing import capturing_logger
 
 
 def make_ctx(**overrides: Any) -> StepContext:
@@ -21,7 +21,7 @@ def make_ctx(**overrides: Any) -> StepContext:
         "idempotency_key": derive_idempotency_key("uid-1", "s1", "run"),
         "deadline": time.monotonic() + 60,
         "resource": ResourceStatus(),
-        "log": CapturingLogger(),
+        "log": capturing_logger()[0],
     }
     fields.update(overrides)
     return StepContext(**fields)
