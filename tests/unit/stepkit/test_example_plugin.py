@@ -9,6 +9,7 @@ plus a copy of the package.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import shutil
 import subprocess
@@ -103,11 +104,8 @@ def test_example_plugin_installed_with_pip_is_discovered(source: Path, site: Pat
         timeout=120,
     )  # fmt: skip
     if proc.returncode != 0 and "invalid command 'bdist_wheel'" in proc.stdout + proc.stderr:
-        import setuptools
-
-        pytest.skip(
-            f"setuptools {setuptools.__version__} in this venv cannot build wheels offline (needs >= 70.1)"
-        )
+        found = importlib.metadata.version("setuptools")
+        pytest.skip(f"setuptools {found} in this venv cannot build wheels offline (needs >= 70.1)")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert list(site.glob("kube_workflow_step_example-*.dist-info"))
     assert_registry_finds_the_example(tmp_path)
