@@ -289,10 +289,16 @@ class _Reader:
         return convert(value, self._sub(key))
 
 
+def _comment_hint(value: object) -> str:
+    if isinstance(value, str) and "//" in value:
+        return " (YAML comments start with '#', not '//')"
+    return ""
+
+
 def _int(minimum: int) -> Callable[[object, str], int]:
     def convert(value: object, path: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, f"expected an integer, got {_describe(value)}")
+            raise ConfigError(path, f"expected an integer, got {_describe(value)}{_comment_hint(value)}")
         if value < minimum:
             raise ConfigError(path, f"must be >= {minimum}, got {value}")
         return value
@@ -303,7 +309,7 @@ def _int(minimum: int) -> Callable[[object, str], int]:
 def _number(*, minimum: float, exclusive: bool) -> Callable[[object, str], float]:
     def convert(value: object, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(path, f"expected a number, got {_describe(value)}")
+            raise ConfigError(path, f"expected a number, got {_describe(value)}{_comment_hint(value)}")
         x = float(value)
         if not math.isfinite(x) or x < minimum or (exclusive and x == minimum):
             raise ConfigError(path, f"must be {'>' if exclusive else '>='} {_num(minimum)}, got {value}")
