@@ -393,10 +393,12 @@ class LeaderElector:
 
     def _observe(self, lease: dict[str, Any]) -> None:
         spec = lease.get("spec") or {}
-        if spec != self._observed_spec:
+        rv = str((lease.get("metadata") or {}).get("resourceVersion") or "")
+        # Any write (a new resourceVersion) or a changed record counts as a sign of life.
+        if spec != self._observed_spec or rv != self._observed_rv:
             self._observed_spec = spec
+            self._observed_rv = rv
             self._observed_at = self._clock.now()
-        self._observed_rv = str((lease.get("metadata") or {}).get("resourceVersion") or "")
         self._observed_lease = lease
         holder = str(spec.get("holderIdentity") or "")
         if holder and holder != self._reported_leader:
