@@ -18,9 +18,15 @@ go_directive=$(awk '$1 == "go" {print $2; exit}' "$gomod")
 rm -f go.mod go.sum
 go mod init github.com/kube-workflow/kube-workflow/hack/helm >/dev/null 2>&1
 go mod edit -go="$go_directive"
+# Mirror helm's own replace directives, if any (single-line and block form alike, via go mod edit -json).
 while read -r from to; do
-  go mod edit -replace="$from=$to"
-done < <(awk '$1 == "replace" && $3 == "=>" {print $2, $4 ($5 ? "@" $5 : "")}' "$gomod")
+  [ -n "$from" ] && go mod edit -replace="$from=$to"
+done < <(go mod edit -json "$gomod" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin).get("Replace") or []:
+    old, new = r["Old"], r["New"]
+    at = lambda m: m["Path"] + ("@" + m["Version"] if m.get("Version") else "")
+    print(at(old), at(new))')
 go get -tool "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 go mod tidy
 echo "helm ${HELM_VERSION}: k8s.io/client-go $(go list -m -f '{{.Version}}' k8s.io/client-go)"
