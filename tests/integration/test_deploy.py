@@ -377,8 +377,10 @@ def test_chart_switches_leader_election_and_image(helm: Path) -> None:
     docs = rendered(helm, "platform", "leaderElection.enabled=false", "replicaCount=1",
                     "image.repository=registry.example.com/kw", "image.tag=1.2.3")
     c = controller_container(by_kind(docs, "Deployment")[0])
-    assert "--leader-elect=false" in c["args"]
+    assert "--no-leader-elect" in c["args"]
     assert "--leader-elect" not in c["args"]
+    cli = pytest.importorskip("controller.cli")
+    assert cli.parse_args(c["args"]).leader_elect is False
     assert c["image"] == "registry.example.com/kw:1.2.3"
     assert not by_kind(docs, "Role")
 
@@ -408,7 +410,8 @@ def test_chart_renders_large_numbers_as_integers(helm: Path, tmp_path: Path) -> 
     (["config.controllerConfig.steps[0].kind=random", "config.controllerConfig.steps[0].qbs=2"], "qbs"),
     (["replicaCount=2", "leaderElection.enabled=false"], "replicaCount > 1 needs leaderElection.enabled"),
     (["image.repository="], "repository"),
-], ids=["typo", "bad-strategy", "not-a-number", "step-typo", "two-leaders", "no-image"])
+    (["logLevel=verbose"], "logLevel"),
+], ids=["typo", "bad-strategy", "not-a-number", "step-typo", "two-leaders", "no-image", "log-level"])
 def test_chart_rejects_bad_values(helm: Path, sets: list[str], message: str) -> None:
     proc = helm_template(helm, "platform", *sets)
     assert proc.returncode != 0, proc.stdout

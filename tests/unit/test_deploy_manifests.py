@@ -184,6 +184,20 @@ def test_deployment_command_probes_ports_resources_and_volumes() -> None:
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
 
 
+def test_deployment_args_are_accepted_by_the_controller_cli() -> None:
+    cli = pytest.importorskip("controller.cli")
+    c = controller_container(one("Deployment"))
+    assert c["command"] == ["workflow-controller"]
+    options = cli.parse_args(c["args"])
+    assert options.config == Path("/etc/workflow/config.yaml")
+    assert options.leader_elect is True
+    # The kubelet expands $(POD_NAMESPACE) from the container's env before the process starts.
+    assert options.leader_election_namespace == "$(POD_NAMESPACE)"
+    assert options.metrics_bind_address == ":8081"
+    assert options.health_probe_bind_address == ":9440"
+    assert str(options.log_format) == "json"
+
+
 def test_metrics_service_selects_the_controller_pods() -> None:
     service = one("Service")
     pod_labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
