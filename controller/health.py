@@ -3,9 +3,8 @@
 A check is a function returning ``None`` when fine or a short reason when not; an exception counts as
 a failure with its message. The manager registers them, for example::
 
-    health.add_readiness_check("informers-synced",
-                               lambda: None if factory_synced() else "caches not synced")
-    health.add_readiness_check("watches-alive", watches_alive)
+    health.add_readiness_check("informers-synced", informers_synced(factory.informers))
+    health.add_readiness_check("watches-alive", WatchesAlive(factory.informers, failing_after=60))
 
 Liveness (``/healthz``) passes with no checks: a process that answers HTTP is alive. Readiness
 (``/readyz``) passes when every readiness check passes. A standby replica (not the leader) is healthy
@@ -19,11 +18,13 @@ Responses follow the API server's: ``200 ok``; ``500`` with ``[-]name failed: re
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 from controller.http import Request, Response, Route
+from informers import Clock, RealClock, ReflectorStats
 
-__all__ = ["Check", "HealthChecks", "ping"]
+__all__ = ["Check", "HealthChecks", "InformerLike", "WatchesAlive", "informers_synced", "ping"]
 
 Check = Callable[[], str | None]
 
@@ -116,3 +117,75 @@ class HealthChecks:
             "/livez": lambda r: self._respond("healthz", Request("/healthz" + r.path[6:], r.query)),
             "/readyz": lambda r: self._respond("readyz", r),
         }
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks for the informers
+
+
+class InformerLike(Protocol):
+    """What the informer checks read (``informers.SharedIndexInformer`` satisfies it)."""
+
+    name: str
+
+    def has_synced(self) -> bool: ...
+    def stats(self) -> ReflectorStats: ...
+
+
+def informers_synced(informers: Callable[[], Iterable[InformerLike]]) -> Check:
+    """"informers-synced": every informer has its first LIST in the cache (``factory.informers``)."""
+
+    def check() -> str | None:
+        waiting = sorted(i.name for i in informers() if not i.has_synced())
+        return f"not synced: {', '.join(waiting)}" if waiting else None
+
+    return check
+
+
+class WatchesAlive:
+    """"watches-alive": fails when an informer's list/watch has only failed for ``failing_after`` seconds.
+
+    Progress is any LIST, WATCH opened or event (bookmarks included: the API server sends one about
+    every minute on an idle watch) since the previous probe; an error is a growing ``errors`` count
+    in the reflector's stats. The reflector retries forever with backoff, so this check is what tells
+    Kubernetes that a replica has been cut off from the API server (a 403 after an RBAC change, a
+    network partition) instead of silently reconciling nothing.
+
+    Contract: called from probe threads; ``_lock`` guards the per-informer bookkeeping. The judgement
+    happens when probed (no thread of its own), so its resolution is the probe period.
+    """
+
+    def __init__(
+        self,
+        informers: Callable[[], Iterable[InformerLike]],
+        *,
+        failing_after: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._informers = informers
+        self._failing_after = failing_after
+        self._clock: Clock = clock or RealClock()
+        self._lock = threading.Lock()
+        # name -> (progress counter total, errors total, failing since (None = healthy))
+        self._seen: dict[str, tuple[int, int, float | None]] = {}
+
+    def __call__(self) -> str | None:
+        now = self._clock.now()
+        dead: list[str] = []
+        with self._lock:
+            for informer in self._informers():
+                st = informer.stats()
+                progress, errors = st.lists + st.watches + st.events, st.errors
+                old = self._seen.get(informer.name)
+                if old is None:
+                    since = now if errors and not progress else None
+                else:
+                    since = old[2]
+                    if progress > old[0]:
+                        since = None
+                    elif errors > old[1] and since is None:
+                        since = now
+                self._seen[informer.name] = (progress, errors, since)
+                if since is not None and now - since >= self._failing_after:
+                    dead.append(f"{informer.name} ({st.last_error or 'no progress'})")
+        return f"failing for {self._failing_after:g}s: {'; '.join(sorted(dead))}" if dead else None

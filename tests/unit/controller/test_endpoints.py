@@ -9,10 +9,10 @@ from collections.abc import Iterator, Mapping
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.health import HealthChecks, ping
+from controller.health import HealthChecks, WatchesAlive, informers_synced, ping
 from controller.http import EndpointServer, Route, parse_bind_address, serve
 from controller.metrics import Metrics, ReconcileResult
-from informers import FakeClock, Queue
+from informers import FakeClock, Queue, ReflectorStats
 from informers.ratelimiting_queue import RateLimitingQueue
 
 
@@ -194,3 +194,47 @@ def test_each_metrics_object_has_its_own_registry() -> None:
     a.set_leader_status("x", True)
     assert 'leader_election_master_status{name="x"} 1.0' in a.exposition().decode()
     assert 'name="x"' not in b.exposition().decode()
+
+
+class FakeInformer:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.synced = False
+        self.st = ReflectorStats()
+
+    def has_synced(self) -> bool:
+        return self.synced
+
+    def stats(self) -> ReflectorStats:
+        return self.st
+
+
+def test_informers_synced_names_the_waiting_ones() -> None:
+    a, b = FakeInformer("workflows"), FakeInformer("steps")
+    check = informers_synced(lambda: [a, b])
+    assert check() == "not synced: steps, workflows"
+    a.synced = True
+    assert check() == "not synced: steps"
+    b.synced = True
+    assert check() is None
+
+
+def test_watches_alive_fails_only_after_errors_without_progress_for_the_period() -> None:
+    clock = FakeClock()
+    wf = FakeInformer("workflows")
+    check = WatchesAlive(lambda: [wf], failing_after=30, clock=clock)
+    wf.st.lists, wf.st.watches = 1, 1
+    assert check() is None
+    clock.advance(100)
+    assert check() is None                              # quiet is fine: no errors
+    wf.st.errors, wf.st.last_error = 1, "ApiError: 403 Forbidden"
+    assert check() is None                              # failing since now
+    clock.advance(20)
+    wf.st.errors = 3
+    assert check() is None                              # 20 s < 30 s
+    clock.advance(10)
+    assert check() == "failing for 30s: workflows (ApiError: 403 Forbidden)"
+    wf.st.lists += 1                                    # a LIST succeeded again
+    assert check() is None
+    clock.advance(60)
+    assert check() is None
