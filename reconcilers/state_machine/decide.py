@@ -81,10 +81,12 @@ def decide(
     objects = _by_step_name(wf, steps)
     if wf.status.phase is Phase.PENDING:
         return _pending(wf, objects, now, config)
-    if wf.status.phase not in TERMINAL and (problems := validate(wf.spec, config.step_types)):
-        return _reject(wf, objects, problems, now)
     if wf.status.phase in TERMINAL and not wf.deleting:
         return Decision()
+    if problems := validate(wf.spec, config.step_types):
+        if wf.status.phase in TERMINAL:  # deleted after it was rejected: there is nothing it can undo
+            return Decision(finalizers=_release(wf, objects))
+        return _reject(wf, objects, problems, now)
     return _advance(wf, objects, now, config)
 
 
@@ -320,8 +322,9 @@ def _notify(wf: Workflow, status: WorkflowStatus, observed: Mapping[str, StepSta
             wanted.append((CallbackType.STEP_FAILED, name))
         if step and step.phase is Phase.FAILED:
             wanted.append((CallbackType.STEP_ROLLBACK_FAILED, name))
-    if status.started_at is not None and status.phase in (Phase.ROLLING_BACK, *TERMINAL) \
-            and status.phase is not Phase.SUCCESS:
+    valid = status.condition(SPEC_VALID)
+    rolled_back = status.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED)
+    if status.started_at is not None and rolled_back and not (valid and valid.status == "False"):
         wanted.append((CallbackType.WORKFLOW_ROLLING_BACK, None))
     wanted += {Phase.SUCCESS: [(CallbackType.WORKFLOW_SUCCEEDED, None)],
                Phase.ROLLED_BACK: [(CallbackType.WORKFLOW_ROLLED_BACK, None)],
