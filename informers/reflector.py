@@ -83,6 +83,7 @@ class ReflectorStats:
     """Counters for health checks and tests (a snapshot copy is returned by ``Reflector.stats()``)."""
 
     lists: int = 0
+    list_pages: int = 0
     watches: int = 0
     events: int = 0
     idle_timeouts: int = 0
@@ -195,8 +196,8 @@ class Reflector:
     def stats(self) -> ReflectorStats:
         with self._lock:
             s = self._stats
-            return ReflectorStats(s.lists, s.watches, s.events, s.idle_timeouts, s.backoffs, s.errors,
-                                  s.last_error, list(s.list_resource_versions))
+            return ReflectorStats(s.lists, s.list_pages, s.watches, s.events, s.idle_timeouts, s.backoffs,
+                                  s.errors, s.last_error, list(s.list_resource_versions))
 
     # -- one list + watch cycle ---------------------------------------------------------------------
 
@@ -241,6 +242,8 @@ class Reflector:
                                limit=page_size or None, continue_token=token)
             try:
                 page = self._lw.list(opts)
+                with self._lock:
+                    self._stats.list_pages += 1
             except ApiError as exc:
                 if token is None or not is_expired(exc):
                     raise
@@ -289,6 +292,8 @@ class Reflector:
                     self._report(exc)
                     self._back_off()
                     continue
+                if is_too_large_resource_version(exc):
+                    self._rv_unavailable = True  # client-go: the next list is a quorum read
                 raise
             except Exception as exc:
                 if is_retriable_watch_error(exc):  # the connection broke mid-stream: like a close

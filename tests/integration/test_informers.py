@@ -74,7 +74,8 @@ def install_crd(api: client.ApiClient) -> client.CustomObjectsApi:
 
 
 def gadget(name: str, n: int = 0) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Gadget", "metadata": {"name": name}, "spec": {"n": n}}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Gadget", "metadata": {"name": name},
+            "spec": {"n": n}}
 
 
 def api_client_via(kubeconfig: str, host: str | None = None) -> client.ApiClient:
@@ -287,3 +288,33 @@ def test_c_informer_recovers_by_itself_after_the_api_server_restarts(
     finally:
         informer.stop()
         api.close()
+
+
+def test_factory_shares_one_informer_per_resource_and_serves_core_resources(
+    gadgets: client.CustomObjectsApi, api_client: client.ApiClient, namespace: str
+) -> None:
+    from informers import SharedInformerFactory, label_index_func
+
+    gadgets.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL,
+        {**gadget("labelled"), "metadata": {"name": "labelled", "labels": {"workflow": "wf-1"}}},
+    )
+    client.CoreV1Api(api_client).create_namespaced_config_map(
+        namespace, {"metadata": {"name": "cm"}, "data": {"k": "v"}}
+    )
+    factory = SharedInformerFactory(api_client, namespace=namespace)
+    first = factory.informer_for(GADGETS)
+    second = factory.informer_for(GADGETS, indexers={"by-workflow": label_index_func("workflow")})
+    configmaps = factory.informer_for(Resource("", "v1", "configmaps"))
+    assert first is second
+    assert len(factory.informers()) == 2
+    factory.start()
+    try:
+        assert factory.wait_for_cache_sync(30) == {str(GADGETS): True, "configmaps.v1": True}
+        assert [o["metadata"]["name"] for o in first.indexer.by_index("by-workflow", "wf-1")] == ["labelled"]
+        cm = configmaps.indexer.get_by_key(f"{namespace}/cm")
+        assert cm is not None
+        assert cm["data"] == {"k": "v"}
+        assert "managedFields" not in cm["metadata"]  # the factory's default transform
+    finally:
+        factory.shutdown()
