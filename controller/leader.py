@@ -239,7 +239,8 @@ class LeaderElector:
     Contract: :meth:`run` blocks in ONE thread (the elector thread; :meth:`start` makes one), which also
     calls the callbacks: ``on_started_leading()`` once when the Lease is acquired and
     ``on_stopped_leading(end)`` once when leading ends (never if it never led). Callbacks must return
-    promptly (start threads, set events): while they run, nothing renews. :meth:`stop` and the
+    promptly (start threads, set events): while they run, nothing renews. If ``on_started_leading``
+    raises, the lease is released and leading ends as ``LOST``. :meth:`stop` and the
     read-only properties may be called from any thread. ``_cond`` guards ``_stopping`` and ``_state``.
     ``clock`` (monotonic) drives every wait and the lease-expiry judgement; ``wall`` only produces the
     timestamps written into the Lease.
@@ -280,6 +281,7 @@ class LeaderElector:
         self._observed_rv = ""
         self._observed_lease: dict[str, Any] | None = None
         self._reported_leader: str | None = None
+        self._start_failed = False
         #: Monotonic time of the last successful acquire or renew (None before the first).
         self.last_renew: float | None = None
 
@@ -328,10 +330,15 @@ class LeaderElector:
         if not self._acquire():
             self._set_state(ElectorState.STOPPED)
             return LeadershipEnd.STOPPED
-        end = self._renew_until_lost_or_stopped()
+        if self._start_failed:
+            end = LeadershipEnd.LOST
+            release = True
+        else:
+            end = self._renew_until_lost_or_stopped()
+            release = end is LeadershipEnd.STOPPED and self.config.release_on_cancel
         self._set_state(ElectorState.STOPPED)
         self._report_status(False)
-        if end is LeadershipEnd.STOPPED and self.config.release_on_cancel:
+        if release:
             self._release()
         if end is LeadershipEnd.LOST:
             log.error("leader election lost", lease=self._lease_name, identity=self.identity)
@@ -372,7 +379,12 @@ class LeaderElector:
                 self._set_state(ElectorState.LEADING)
                 self._report_status(True)
                 log.info("became leader", lease=self._lease_name, identity=self.identity)
-                self._on_started()
+                try:
+                    self._on_started()
+                except Exception:
+                    # Nothing leads now: give the lease up and end as LOST (the process must exit).
+                    log.exception("on_started_leading failed", lease=self._lease_name)
+                    self._start_failed = True
                 return True
             period = self.config.retry_period
             if self._sleep(period + self._rng.random() * JITTER_FACTOR * period):

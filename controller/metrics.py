@@ -251,7 +251,8 @@ class Metrics:
             counts = dict(source())
         out = {str(p): 0 for p in Phase}
         for phase, n in counts.items():
-            out[str(phase) or str(Phase.PENDING)] = out.get(str(phase) or str(Phase.PENDING), 0) + int(n)
+            key = str(phase) or str(Phase.PENDING)  # no phase yet = Pending
+            out[key] = out.get(key, 0) + int(n)
         return out
 
     # -- leader.LeaderStatusSink, client.RequestObserver ------------------------------------------------

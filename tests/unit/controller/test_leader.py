@@ -244,3 +244,17 @@ def test_identity_is_required() -> None:
         LeaderElector(
             CFG, FakeLeaseStore(), on_started_leading=lambda: None, on_stopped_leading=lambda e: None
         )
+
+
+def test_a_failing_on_started_leading_releases_and_ends_as_lost() -> None:
+    store, clock = FakeLeaseStore(), FakeClock()
+    ends: list[LeadershipEnd] = []
+
+    def boom() -> None:
+        raise RuntimeError("cannot start workers")
+
+    a = LeaderElector(LeaderElectionConfig(**{**CFG.__dict__, "identity": "a"}), store,
+                      on_started_leading=boom, on_stopped_leading=ends.append, clock=clock)
+    assert a.run() is LeadershipEnd.LOST
+    assert ends == [LeadershipEnd.LOST]
+    assert spec(store)["holderIdentity"] == ""
