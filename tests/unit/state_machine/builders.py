@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from reconcilers.state_machine.config import EngineConfig
@@ -13,6 +14,7 @@ from reconcilers.state_machine.decision import Decision
 from reconcilers.state_machine.naming import FINALIZER, step_body, step_object_name
 from reconcilers.state_machine.types import Workflow, format_time
 
+REPO = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CONFIG = EngineConfig()
 WF, UID, NS = "wf", "wf-uid", "ns"
