@@ -118,4 +118,4 @@ class Decision:
 
     @property
     def is_noop(self) -> bool:
-        return self == Decision(requeue_after=self.requeue_after) and self.requeue_after is None
+        return self == Decision()
