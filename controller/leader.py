@@ -282,7 +282,9 @@ class LeaderElector:
         self._observed_lease: dict[str, Any] | None = None
         self._reported_leader: str | None = None
         self._start_failed = False
-        #: Monotonic time of the last successful acquire or renew (None before the first).
+        #: Monotonic time at which the last successful acquire or renew *started* (None before the
+        #: first). Conservative on purpose: the write reached the server after this moment, so no
+        #: other candidate can have observed it earlier, and the renew deadline is counted from here.
         self.last_renew: float | None = None
 
     # -- read-only views ------------------------------------------------------------------------------
@@ -440,12 +442,13 @@ class LeaderElector:
         """One attempt (client-go ``tryAcquireOrRenew``): read, judge, write with the read RV.
 
         Called by the elector thread (tests may call it directly on an elector that is not running)."""
+        started = self._clock.now()
         try:
             lease = self._store.get(timeout)
             if lease is None:
                 created = self._store.create({"metadata": {}, "spec": self._new_spec(None)}, timeout)
                 self._observe(created)
-                self.last_renew = self._clock.now()
+                self.last_renew = started
                 return True
             self._observe(lease)
             spec = lease.get("spec") or {}
@@ -463,7 +466,7 @@ class LeaderElector:
             log.warning("lease unavailable", lease=self._lease_name, error=str(exc))
             return False
         self._observe(updated)
-        self.last_renew = self._clock.now()
+        self.last_renew = started
         return True
 
     def _release(self) -> None:
