@@ -37,7 +37,7 @@ import difflib
 import ipaddress
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -190,6 +190,11 @@ class ControllerConfig:
             if s.kind == kind:
                 return s
         return StepKindConfig(kind, self.step_defaults.qps, self.step_defaults.concurrency)
+
+    def request_threads(self, step_types: Iterable[str]) -> int:
+        """Threads that call the API at once: workflow workers plus every step kind's concurrency (size
+        the client's connection pool with this plus one per watch)."""
+        return self.workflow_workers + sum(self.step_config(k).concurrency for k in set(step_types))
 
     def engine_config(self, step_types: frozenset[str] | None = None) -> EngineConfig:
         """The state machine's config; ``step_types`` = the installed plugins (``StepRegistry.names()``)."""

@@ -211,3 +211,10 @@ def test_leader_election_defaults_are_client_go_s() -> None:
     c = LeaderElectionConfig()
     assert (c.lease_duration, c.renew_deadline, c.retry_period) == (15.0, 10.0, 2.0)
     assert c.release_on_cancel
+
+
+def test_request_threads_adds_workflow_workers_and_each_kind_s_concurrency() -> None:
+    cfg = parse_config({"controllerConfig": {
+        "workflowWorkers": 3, "steps": [{"kind": "random", "concurrency": 2}],
+    }})
+    assert cfg.request_threads(["random", "http", "http"]) == 3 + 2 + 4
