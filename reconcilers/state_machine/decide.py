@@ -184,7 +184,8 @@ def _advance(wf: Workflow, objects: Mapping[str, Step], now: datetime, config: E
     observed = {name: objects[name].status for name in order if name in objects}
     plan = _Plan(wf, objects, now, {name: observed[name].phase if name in observed else Phase.PENDING
                                     for name in order})
-    rolling_back = wf.deleting or wf.status.phase is not Phase.RUNNING or any(map(_failed, observed.values()))
+    rolling_back = (wf.deleting or wf.status.phase is Phase.ROLLING_BACK
+                    or any(map(_failed, observed.values())))
     creates: tuple[StepCreate, ...] = ()
     if rolling_back:
         _plan_rollback(plan, order)

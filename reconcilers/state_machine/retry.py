@@ -5,6 +5,9 @@ never let tenacity sleep. ``Fixed`` is the original's behaviour (the retry perio
 ``Exponential`` doubles the period per failed attempt up to a cap. Jitter spreads a wait over [50 %,
 100 %] of its value with a ``random.Random`` seeded from the caller's seed and the attempt, so the
 same step and attempt always get the same wait (``decide`` must be deterministic).
+
+(``RetryCallState.__init__`` records ``time.monotonic()`` as its start time; the fixed and exponential
+strategies never read it, so the wait depends on the arguments only.)
 """
 
 from __future__ import annotations
