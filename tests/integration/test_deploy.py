@@ -6,7 +6,10 @@
   else (SubjectAccessReview, answered by the API server's RBAC authorizer);
 * ``helm lint --strict`` passes and ``helm template`` output passes the server-side dry run for the
   default values and the switches (namespace scope, no leader election, external ServiceAccount);
-* the chart renders what the plain manifests say; values.schema.json rejects typos and wrong types.
+* ``helm install`` for real (cluster-wide and one-namespace scope): the ServiceAccount it creates gets
+  the controller's rules where it needs them, and ``helm uninstall`` removes them;
+* the chart renders what the plain manifests say; values.schema.json rejects typos and wrong types;
+* the Dockerfile's build steps (wheel of only the package; pip-less runtime venv) work, without an engine.
 
 No kube-controller-manager runs here: nothing rolls the Deployment out, so server-side validation is the
 check. The e2e tests run the controller itself as the ServiceAccount.
@@ -23,6 +26,7 @@ import sys
 import uuid
 import zipfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -55,20 +59,34 @@ RELEASE = "kube-workflow"
 
 # --- tools ----------------------------------------------------------------------------------------
 
+def run(argv: Sequence[str | Path], stdin: str | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], input=stdin, capture_output=True, text=True,
+                          timeout=120, check=False, env=env)
+
+
+@dataclass(frozen=True)
+class Helm:
+    """The helm binary, with its config/cache/data directories in a temporary home (no ~/.config/helm)."""
+
+    path: Path
+    home: Path
+
+    def __call__(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
+        homes = {f"HELM_{d}_HOME": str(self.home / d.lower()) for d in ("CONFIG", "CACHE", "DATA")}
+        env = {**os.environ, **homes}
+        return run([self.path, *args], env=env)
+
+
 @pytest.fixture(scope="session")
-def helm() -> Path:
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     if not HELM_BUILD.exists():
         pytest.skip("hack/helm/build.sh is missing: no way to build helm")
     proc = subprocess.run(["bash", str(HELM_BUILD)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, f"hack/helm/build.sh failed:\n{proc.stderr[-4000:]}"
     path = Path(proc.stdout.strip().splitlines()[-1])
     assert os.access(path, os.X_OK), path
-    return path
-
-
-def run(argv: Sequence[str | Path], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in argv], input=stdin, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return Helm(path, tmp_path_factory.mktemp("helm-home"))
 
 
 def kubectl(
@@ -255,17 +273,17 @@ def test_rbac_grants_nothing_else(kubeconfig: Path, namespace: str, controller_r
 # --- Helm chart -----------------------------------------------------------------------------------
 
 def helm_template(
-    helm: Path, namespace: str, *sets: str, crds: bool = False
+    helm: Helm, namespace: str, *sets: str, crds: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    args: list[str | Path] = [helm, "template", RELEASE, CHART, "--namespace", namespace]
+    args: list[str | Path] = ["template", RELEASE, CHART, "--namespace", namespace]
     if crds:
         args.append("--include-crds")
     for s in sets:
         args += ["--set", s]
-    return run(args)
+    return helm(*args)
 
 
-def rendered(helm: Path, namespace: str, *sets: str) -> list[Obj]:
+def rendered(helm: Helm, namespace: str, *sets: str) -> list[Obj]:
     return [d for d in yaml.safe_load_all(ok(helm_template(helm, namespace, *sets))) if d]
 
 
@@ -273,19 +291,19 @@ def by_kind(docs: Sequence[Obj], kind: str) -> list[Obj]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def test_helm_is_v3_built_from_go_modules(helm: Path) -> None:
-    out = ok(run([helm, "version", "--template", "{{.Version}} {{.GoVersion}}"]))
+def test_helm_is_v3_built_from_go_modules(helm: Helm) -> None:
+    out = ok(helm("version", "--template", "{{.Version}} {{.GoVersion}}"))
     assert re.fullmatch(r"v3\.\d+\.\d+ go1\.\d+(\.\d+)?", out.strip()), out
 
 
 @pytest.mark.parametrize("sets", [(), ("config.namespace=team-a",), ("leaderElection.enabled=false",
                                                                         "replicaCount=1")],
                          ids=["defaults", "one-namespace", "no-leader-election"])
-def test_helm_lint_passes(helm: Path, sets: tuple[str, ...]) -> None:
-    args: list[str | Path] = [helm, "lint", "--strict", CHART]
+def test_helm_lint_passes(helm: Helm, sets: tuple[str, ...]) -> None:
+    args: list[str | Path] = ["lint", "--strict", CHART]
     for s in sets:
         args += ["--set", s]
-    out = ok(run(args))
+    out = ok(helm(*args))
     assert "1 chart(s) linted, 0 chart(s) failed" in out
 
 
@@ -300,7 +318,7 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_helm_template_passes_server_side_dry_run(helm: Path, kubeconfig: Path, namespace: str,
+def test_helm_template_passes_server_side_dry_run(helm: Helm, kubeconfig: Path, namespace: str,
                                                   crds_installed: None, variant: str) -> None:
     # Warn about anything the "restricted" Pod Security Standard forbids (the chart's pods comply).
     ok(kubectl(kubeconfig, "label", "namespace", namespace, "pod-security.kubernetes.io/warn=restricted"))
@@ -328,7 +346,39 @@ def test_helm_template_passes_server_side_dry_run(helm: Path, kubeconfig: Path, 
             assert doc["metadata"]["namespace"] == namespace, doc["metadata"]
 
 
-def test_chart_renders_what_the_plain_manifests_say(helm: Path) -> None:
+@pytest.mark.parametrize("scope", ["all-namespaces", "one-namespace"])
+def test_helm_install_for_real_binds_the_rules_to_the_service_account(
+    helm: Helm, kubeconfig: Path, namespace: str, crds_installed: None, scope: str
+) -> None:
+    """`helm install` against the API server (objects stored for real; no pods, no controller-manager),
+    then the ServiceAccount it created may do what the controller needs, where it needs it."""
+    release = f"kw-{namespace}"  # cluster-scoped names include the release: unique per test
+    sets = ["--set", f"config.namespace={namespace}"] if scope == "one-namespace" else []
+    ok(helm("install", release, CHART, "--namespace", namespace, "--kubeconfig", kubeconfig, *sets))
+    try:
+        status = json.loads(ok(helm("status", release, "-n", namespace, "--kubeconfig", kubeconfig,
+                                    "-o", "json")))
+        assert status["info"]["status"] == "deployed"
+        elsewhere = f"team-{uuid.uuid4().hex[:6]}"
+        watched = namespace if scope == "one-namespace" else elsewhere
+        user = f"system:serviceaccount:{namespace}:workflow-controller"
+        checks = [(watched, g, r, v)
+                  for g, r, verbs in sorted(CONTROLLER_RULES, key=str) for v in sorted(verbs)]
+        checks += [(namespace, g, r, v) for g, r, verbs in LEADER_ELECTION_RULES for v in sorted(verbs)]
+        assert all(can(kubeconfig, namespace, user, checks))
+        outside = can(kubeconfig, namespace, user, [
+            (elsewhere, "workflow.example.com", "workflows", "list"), (elsewhere, "", "secrets", "get")])
+        assert outside == ([True, True] if scope == "all-namespaces" else [False, False])
+        configmap = json.loads(ok(kubectl(kubeconfig, "-n", namespace, "get", "configmap", "workflow-config",
+                                          "-o", "json")))
+        config = yaml.safe_load(configmap["data"]["config.yaml"])
+        assert config["namespace"] == (namespace if scope == "one-namespace" else "")
+    finally:
+        ok(helm("uninstall", release, "--namespace", namespace, "--kubeconfig", kubeconfig))
+    assert kubectl(kubeconfig, "get", "clusterrole", f"{release}-kube-workflow").returncode != 0
+
+
+def test_chart_renders_what_the_plain_manifests_say(helm: Helm) -> None:
     chart = rendered(helm, CONTROLLER_NAMESPACE)
     plain = manifest_objects()
 
@@ -359,7 +409,7 @@ def test_chart_renders_what_the_plain_manifests_say(helm: Path) -> None:
     assert service["spec"]["selector"].items() <= ours["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_chart_namespace_scope_switches_to_a_role(helm: Path) -> None:
+def test_chart_namespace_scope_switches_to_a_role(helm: Helm) -> None:
     docs = rendered(helm, "platform", "config.namespace=team-a")
     assert not by_kind(docs, "ClusterRole")
     assert not by_kind(docs, "ClusterRoleBinding")
@@ -373,7 +423,7 @@ def test_chart_namespace_scope_switches_to_a_role(helm: Path) -> None:
     assert config["namespace"] == "team-a"
 
 
-def test_chart_switches_leader_election_and_image(helm: Path) -> None:
+def test_chart_switches_leader_election_and_image(helm: Helm) -> None:
     docs = rendered(helm, "platform", "leaderElection.enabled=false", "replicaCount=1",
                     "image.repository=registry.example.com/kw", "image.tag=1.2.3")
     c = controller_container(by_kind(docs, "Deployment")[0])
@@ -385,7 +435,7 @@ def test_chart_switches_leader_election_and_image(helm: Path) -> None:
     assert not by_kind(docs, "Role")
 
 
-def test_chart_renders_large_numbers_as_integers(helm: Path, tmp_path: Path) -> None:
+def test_chart_renders_large_numbers_as_integers(helm: Helm, tmp_path: Path) -> None:
     # Helm reads values files as JSON numbers (float64); toYaml must not turn 3600000 into 3.6e+06,
     # which YAML 1.1 (PyYAML, the controller) reads as a string.
     values = tmp_path / "values.yaml"
@@ -393,7 +443,7 @@ def test_chart_renders_large_numbers_as_integers(helm: Path, tmp_path: Path) -> 
         "idleTimeoutMillSeconds": 3600000, "rpcTimeoutMillSeconds": 10000000,
         "controllerConfig": {"queue": {"maxRunningCount": 1000000},
                              "steps": [{"kind": "http", "qps": 0.5, "concurrency": 16}]}}}))
-    out = ok(run([helm, "template", RELEASE, CHART, "-f", values, "--show-only", "templates/configmap.yaml"]))
+    out = ok(helm("template", RELEASE, CHART, "-f", values, "--show-only", "templates/configmap.yaml"))
     config = yaml.safe_load(yaml.safe_load(out)["data"]["config.yaml"])
     assert config["idleTimeoutMillSeconds"] == 3600000
     assert config["rpcTimeoutMillSeconds"] == 10000000
@@ -412,7 +462,7 @@ def test_chart_renders_large_numbers_as_integers(helm: Path, tmp_path: Path) -> 
     (["image.repository="], "repository"),
     (["logLevel=verbose"], "logLevel"),
 ], ids=["typo", "bad-strategy", "not-a-number", "step-typo", "two-leaders", "no-image", "log-level"])
-def test_chart_rejects_bad_values(helm: Path, sets: list[str], message: str) -> None:
+def test_chart_rejects_bad_values(helm: Helm, sets: list[str], message: str) -> None:
     proc = helm_template(helm, "platform", *sets)
     assert proc.returncode != 0, proc.stdout
     assert message in proc.stderr, proc.stderr
