@@ -8,6 +8,7 @@ import copy
 import json
 import subprocess
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from kubetestenv import REPO_ROOT, ControlPlane
+from reconcilers.state_machine import EngineConfig, decide, start
 
 GROUP, VERSION = "workflow.example.com", "v1alpha1"
 CRD_DIR = REPO_ROOT / "deploy" / "crds"
@@ -56,7 +58,8 @@ def _seed() -> dict[str, Any]:
 
 def _create(api: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
     created: dict[str, Any] = api.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "workflows", body)
+        GROUP, VERSION, namespace, "workflows", body
+    )
     return created
 
 
@@ -76,8 +79,12 @@ def _step(name: str, *depends: str) -> dict[str, Any]:
 
 
 def _workflow(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Workflow", "metadata": {"name": name},
-            "spec": {"steps": steps}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {"steps": steps},
+    }
 
 
 def test_seed_example_is_accepted_unchanged_with_defaults(
@@ -95,8 +102,12 @@ def test_seed_example_is_accepted_unchanged_with_defaults(
     assert [step1["stepTemplate"]["retryPolicy"][k] for k in keys] == [3, 10, 3, 3]
     for step in (step2, step3):
         policy = step["stepTemplate"]["retryPolicy"]
-        assert (policy["runRetryLimit"], policy["runRetryPeriodSeconds"],
-                policy["rollbackRetryLimit"], policy["rollbackRetryPeriodSeconds"]) == (3, 60, 3, 60)
+        assert (
+            policy["runRetryLimit"],
+            policy["runRetryPeriodSeconds"],
+            policy["rollbackRetryLimit"],
+            policy["rollbackRetryPeriodSeconds"],
+        ) == (3, 60, 3, 60)
         assert policy["backoff"] == "Fixed"
         assert step["stepTemplate"]["syncPeriodSeconds"] == 0
         assert step["stepTemplate"]["parameters"] == {"sleepSeconds": "20"}
@@ -105,16 +116,28 @@ def test_seed_example_is_accepted_unchanged_with_defaults(
 @pytest.mark.parametrize(
     ("steps", "expected"),
     [
-        pytest.param([_step("a"), _step("a")], "step names must be unique within a workflow",
-                     id="duplicate-step-name"),
-        pytest.param([_step("a"), _step("b", "missing")],
-                     "every dependOns name must be the name of a step of this workflow",
-                     id="unknown-dependOn"),
+        pytest.param(
+            [_step("a"), _step("a")], "step names must be unique within a workflow", id="duplicate-step-name"
+        ),
+        pytest.param(
+            [_step("a"), _step("b", "missing")],
+            "every dependOns name must be the name of a step of this workflow",
+            id="unknown-dependOn",
+        ),
         pytest.param([_step("a", "a")], 'step "a" depends on itself', id="self-dependency"),
         pytest.param([], "spec.steps: Invalid value: 0", id="no-steps"),
-        pytest.param([{"name": "a", "stepTemplate": {"type": "empty"},
-                       "dependOns": [{"name": "b", "phase": "RollBacked"}]}, _step("b")],
-                     'Unsupported value: "RollBacked"', id="dependOn-phase-other-than-Success"),
+        pytest.param(
+            [
+                {
+                    "name": "a",
+                    "stepTemplate": {"type": "empty"},
+                    "dependOns": [{"name": "b", "phase": "RollBacked"}],
+                },
+                _step("b"),
+            ],
+            'Unsupported value: "RollBacked"',
+            id="dependOn-phase-other-than-Success",
+        ),
         pytest.param([_step("a" * 64)], "spec.steps[0].name: Too long", id="step-name-too-long"),
     ],
 )
@@ -141,7 +164,8 @@ def test_steps_are_immutable(crds: client.CustomObjectsApi, namespace: str) -> N
     _create(crds, namespace, _seed())
     with pytest.raises(ApiException) as info:
         crds.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, "workflows", "example", {"spec": {"steps": [_step("other")]}})
+            GROUP, VERSION, namespace, "workflows", "example", {"spec": {"steps": [_step("other")]}}
+        )
     assert info.value.status == 422
     message = json.loads(info.value.body)["message"]
     assert "the steps of a workflow cannot be changed once it is created" in message
@@ -149,8 +173,10 @@ def test_steps_are_immutable(crds: client.CustomObjectsApi, namespace: str) -> N
 
 def test_status_subresource(crds: client.CustomObjectsApi, namespace: str) -> None:
     created = _create(crds, namespace, _seed())
-    status = {"phase": "Running",
-              "stepPhases": {"Running": 2, "Success": 1, "RollingBack": 0, "RollBacked": 0}}
+    status = {
+        "phase": "Running",
+        "stepPhases": {"Running": 2, "Success": 1, "RollingBack": 0, "RollBacked": 0},
+    }
     # A status sent to the main resource is ignored ...
     body = copy.deepcopy(created)
     body["status"] = {"phase": "Failed"}
@@ -159,7 +185,8 @@ def test_status_subresource(crds: client.CustomObjectsApi, namespace: str) -> No
     # ... and written through /status, with a resourceVersion precondition.
     replaced["status"] = status
     written = crds.replace_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, "workflows", "example", replaced)
+        GROUP, VERSION, namespace, "workflows", "example", replaced
+    )
     assert written["status"] == status
     stale = copy.deepcopy(replaced)
     with pytest.raises(ApiException) as info:
@@ -168,21 +195,35 @@ def test_status_subresource(crds: client.CustomObjectsApi, namespace: str) -> No
 
 
 def test_step_crd_defaults_and_status(crds: client.CustomObjectsApi, namespace: str) -> None:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Step", "metadata": {"name": "example-step1-0"},
-            "spec": {"type": "random", "parameters": {"sleepSeconds": "20"}}}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Step",
+        "metadata": {"name": "example-step1-0"},
+        "spec": {"type": "random", "parameters": {"sleepSeconds": "20"}},
+    }
     created = crds.create_namespaced_custom_object(GROUP, VERSION, namespace, "steps", body)
     assert created["spec"]["rollbackPolicy"] == "PreserveOnFailure"
     assert created["spec"]["retryPolicy"]["runRetryLimit"] == 3
-    created["status"] = {"phase": "Success", "resource": {"status": "Ready", "address": "10.0.0.1"},
-                         "attributes": {"k": "v"}, "latestSyncAt": "2026-01-01T00:00:00Z"}
+    created["status"] = {
+        "phase": "Success",
+        "resource": {"status": "Ready", "address": "10.0.0.1"},
+        "attributes": {"k": "v"},
+        "latestSyncAt": "2026-01-01T00:00:00Z",
+    }
     written = crds.replace_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, "steps", "example-step1-0", created)
+        GROUP, VERSION, namespace, "steps", "example-step1-0", created
+    )
     assert written["status"]["resource"]["address"] == "10.0.0.1"
 
 
 def _kubectl(plane: ControlPlane, *args: str) -> str:
-    result = subprocess.run(["kubectl", "--kubeconfig", str(plane.kubeconfig), *args],
-                            capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", str(plane.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return result.stdout
 
 
@@ -190,18 +231,32 @@ def test_kubectl_short_name_and_printer_columns(
     crds: client.CustomObjectsApi, namespace: str, control_plane: ControlPlane
 ) -> None:
     created = _create(crds, namespace, _seed())
-    created["status"] = {"phase": "Running",
-                         "stepPhases": {"Running": 2, "Success": 1, "RollingBack": 0, "RollBacked": 0}}
+    created["status"] = {
+        "phase": "Running",
+        "stepPhases": {"Running": 2, "Success": 1, "RollingBack": 0, "RollBacked": 0},
+    }
     crds.replace_namespaced_custom_object_status(GROUP, VERSION, namespace, "workflows", "example", created)
     table = _kubectl(control_plane, "-n", namespace, "get", "wf")
     header, row = table.strip().splitlines()
     assert header.split() == [
-        "NAME", "QUEUE", "PHASE", "RUNNING", "SUCCESS", "ROLLINGBACK", "ROLLBACKED", "AGE"]
+        "NAME",
+        "QUEUE",
+        "PHASE",
+        "RUNNING",
+        "SUCCESS",
+        "ROLLINGBACK",
+        "ROLLBACKED",
+        "AGE",
+    ]
     assert row.split()[:7] == ["example", "default", "Running", "2", "1", "0", "0"]
     applied = _kubectl(control_plane, "-n", namespace, "apply", "--dry-run=server", "-f", str(SEED_EXAMPLE))
     assert "example" in applied
-    step = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Step", "metadata": {"name": "s"},
-            "spec": {"type": "random"}}
+    step = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Step",
+        "metadata": {"name": "s"},
+        "spec": {"type": "random"},
+    }
     crds.create_namespaced_custom_object(GROUP, VERSION, namespace, "steps", step)
     header = _kubectl(control_plane, "-n", namespace, "get", "steps").splitlines()[0]
     assert header.split() == ["NAME", "TYPE", "PHASE", "ADDRESS", "STATUS", "AGE"]
@@ -212,3 +267,71 @@ def test_crd_files_parse() -> None:
     for path in CRD_DIR.glob("*.yaml"):
         docs = list(yaml.safe_load_all(path.read_text()))
         assert [d["kind"] for d in docs] == ["CustomResourceDefinition"]
+
+
+def test_the_state_machine_output_fits_the_crds(crds: client.CustomObjectsApi, namespace: str) -> None:
+    """The Step bodies and statuses ``decide`` produces are accepted as they are by the API server (the
+    codecs and the CRD schemas agree): a short walk of the seed example through admission, step creation
+    and the first runs, writing every status with its resourceVersion precondition."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    config = EngineConfig()
+
+    def workflow() -> dict[str, Any]:
+        wf: dict[str, Any] = crds.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "workflows", "example"
+        )
+        return wf
+
+    def steps() -> list[dict[str, Any]]:
+        listed = crds.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "steps", label_selector="workflow=example"
+        )
+        items: list[dict[str, Any]] = listed["items"]
+        return items
+
+    def write(kind: str, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        body = {
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "status": status,
+            "metadata": {
+                "name": obj["metadata"]["name"],
+                "resourceVersion": obj["metadata"]["resourceVersion"],
+            },
+        }
+        crds.replace_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, kind, obj["metadata"]["name"], body
+        )
+
+    _create(crds, namespace, _seed())
+    pending = decide(workflow(), [], now, config)
+    assert pending.workflow is not None
+    write("workflows", workflow(), pending.workflow.to_status())
+    admitted = start(workflow(), now)
+    assert admitted.workflow is not None
+    write("workflows", workflow(), admitted.workflow.to_status())
+
+    running = decide(workflow(), [], now, config)
+    assert len(running.creates) == 3
+    for create in running.creates:
+        crds.create_namespaced_custom_object(GROUP, VERSION, namespace, "steps", dict(create.body))
+    assert running.workflow is not None
+    write("workflows", workflow(), running.workflow.to_status())
+
+    first_runs = decide(workflow(), steps(), now, config)
+    assert sorted(i.step for i in first_runs.invocations) == ["step1", "step3"]
+    by_name = {s["metadata"]["name"]: s for s in steps()}
+    for change in first_runs.steps:
+        write("steps", by_name[change.object_name], change.status.to_status())
+    stored = {s["metadata"]["annotations"]["workflow.example.com/step"]: s for s in steps()}
+    assert {name: s.get("status", {}).get("phase") for name, s in stored.items()} == {
+        "step1": "Running",
+        "step2": None,
+        "step3": "Running",
+    }
+    assert stored["step1"]["metadata"]["ownerReferences"][0]["uid"] == workflow()["metadata"]["uid"]
+    # The outbox with its pending callback event is kept by the status schema.
+    assert workflow()["status"]["callbacks"]["emitted"] == [
+        f"{workflow()['metadata']['uid']}:WorkflowStarted"
+    ]
+    assert workflow()["status"]["callbacks"]["pending"][0]["type"] == "WorkflowStarted"
