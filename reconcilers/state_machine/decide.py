@@ -48,7 +48,7 @@ from reconcilers.state_machine.decision import (
     StepCreate,
     StepStatusChange,
 )
-from reconcilers.state_machine.naming import FINALIZER, step_body, step_object_name
+from reconcilers.state_machine.naming import FINALIZER, idempotency_key, step_body, step_object_name
 from reconcilers.state_machine.schedule import is_due, next_call
 from reconcilers.state_machine.types import (
     ACTIVE,
@@ -156,13 +156,13 @@ class _Plan:
     def call(self, name: str) -> None:
         """Ask for the call ``name`` is due for now, or remember when it will be."""
         step = self.objects[name]
-        seed = f"{self.wf.uid}/{name}"
-        call = next_call(step.spec, self.status(name), seed=seed)
+        call = next_call(step.spec, self.status(name), seed=f"{self.wf.uid}/{name}")
         if call is None:
             return
         if is_due(call, self.now):
-            self.invocations.append(Invocation(call.kind, name, step.object_name, call.attempt,
-                                               f"{seed}/{call.kind}", call.due_at))
+            key = idempotency_key(self.wf.uid, name, call.kind)
+            self.invocations.append(
+                Invocation(call.kind, name, step.object_name, call.attempt, key, call.due_at))
         elif call.due_at is not None:
             self.wakeups.append(call.due_at)
 

@@ -56,7 +56,7 @@ class FinalizerChange:
 
 @dataclass(frozen=True)
 class Invocation:
-    """One plugin call to make. ``attempt`` counts from 1 (0 for sync); ``idempotency_key`` is the same
+    """One plugin call to make. ``attempt`` counts from 1 (always 1 for sync); ``idempotency_key`` is the same
     for every attempt of the same step and direction (what plugins deduplicate on); ``key`` names this
     attempt (what the step queue deduplicates on, since ``decide`` repeats a due call until its
     outcome is written)."""

@@ -46,6 +46,13 @@ def label_value(value: str) -> str:
     return f"{head}-{_digest(value)}" if head else _digest(value)
 
 
+def idempotency_key(workflow_uid: str, step: str, direction: str) -> str:
+    """The key every call of one step in one direction carries (the same across attempts, different
+    across workflows): 32 hex characters, the derivation of ``stepkit.context.derive_idempotency_key``
+    (repeated here so the pure state machine does not import the SDK; a test keeps the two equal)."""
+    return hashlib.sha256("\x00".join((workflow_uid, step, direction)).encode()).hexdigest()[:32]
+
+
 def step_labels(workflow: str, step: str) -> dict[str, str]:
     return {LABEL_WORKFLOW: label_value(workflow), LABEL_STEP: label_value(step)}
 

@@ -2,7 +2,8 @@
 checks before calling that the call it dequeued is still the one due (the step may have moved on).
 
 A Running step is due for ``run`` (attempt = failed attempts + 1); a RollingBack step for ``rollback``;
-a Success step with ``syncPeriodSeconds > 0`` (and no sync failure) for ``sync``. The first attempt is
+a Success step with ``syncPeriodSeconds > 0`` (and no sync failure) for ``sync`` (attempt always 1:
+sync failures are not counted). The first attempt is
 due at once; after a failed attempt the next is due ``retry_wait`` after ``latest*RetryAt``; a sync is
 due a period after ``latestSyncAt``.
 """
@@ -35,7 +36,7 @@ def next_call(template: StepTemplate, status: StepStatus, *, seed: str = "") -> 
     if status.phase is Phase.SUCCESS and template.sync_period_seconds > 0 and status.failure is None:
         last = status.latest_sync_at
         period = timedelta(seconds=template.sync_period_seconds)
-        return Call(CallKind.SYNC, 0, last + period if last else None)
+        return Call(CallKind.SYNC, 1, last + period if last else None)
     return None
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from reconcilers.state_machine.types import Phase
+from stepkit.context import derive_idempotency_key
 from tests.unit.state_machine.builders import (
     at,
     calls,
@@ -116,8 +117,8 @@ def test_exponential_backoff_doubles_the_wait_up_to_the_cap() -> None:
     ("sync", "status", "now", "expected_call", "requeue"),
     [
         pytest.param(30, {"latestSyncAt": ts(0)}, 10, None, 20, id="sync-waits-for-its-period"),
-        pytest.param(30, {"latestSyncAt": ts(0)}, 30, ("sync", "a", 0), None, id="sync-when-due"),
-        pytest.param(30, {}, 0, ("sync", "a", 0), None, id="first-sync-at-once-without-latestSyncAt"),
+        pytest.param(30, {"latestSyncAt": ts(0)}, 30, ("sync", "a", 1), None, id="sync-when-due"),
+        pytest.param(30, {}, 0, ("sync", "a", 1), None, id="first-sync-at-once-without-latestSyncAt"),
         pytest.param(0, {"latestSyncAt": ts(0)}, 3600, None, None, id="syncPeriodSeconds-0-never-syncs"),
     ],
 )
@@ -134,7 +135,7 @@ def test_sync_invocations_of_successive_periods_have_distinct_queue_keys() -> No
     first = run(wf, [step_obj(wf, "a", "Success", latestSyncAt=ts(0)), step_obj(wf, "b")], now=at(30))
     second = run(wf, [step_obj(wf, "a", "Success", latestSyncAt=ts(30)), step_obj(wf, "b")], now=at(60))
     assert first.invocations[0].key != second.invocations[0].key
-    assert first.invocations[0].idempotency_key == second.invocations[0].idempotency_key == "wf-uid/a/sync"
+    assert first.invocations[0].idempotency_key == second.invocations[0].idempotency_key
 
 
 def test_a_due_call_is_repeated_with_the_same_keys_until_its_outcome_is_written() -> None:
@@ -142,7 +143,7 @@ def test_a_due_call_is_repeated_with_the_same_keys_until_its_outcome_is_written(
     objs = [step_obj(wf, "a", "Running")]
     first, again = run(wf, objs), run(wf, objs, now=at(5))
     assert first.invocations[0].key == again.invocations[0].key
-    assert first.invocations[0].idempotency_key == "wf-uid/a/run"
+    assert first.invocations[0].idempotency_key == derive_idempotency_key("wf-uid", "a", "run")
 
 
 @pytest.mark.parametrize(
