@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml setup.cfg
 
 venv: $(STAMP)
 
-# Build kube-apiserver and etcd from Go modules (cached outside the repo, keyed by go.sum).
+# Build kube-apiserver, etcd and helm from Go modules (cached outside the repo, keyed by go.sum).
 testenv:
 	@bash hack/kube-testenv/build.sh >/dev/null
+	@bash hack/helm/build.sh >/dev/null
 
 # Start the local control plane in the foreground (Ctrl-C stops it).
 run: venv testenv
