@@ -17,7 +17,7 @@ rolled back only after the steps that depend on it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from reconcilers.state_machine.types import Failure, Phase, Resource, StepStatus, StepTemplate, frozen
@@ -45,12 +45,20 @@ def run_succeeded(status: StepStatus, now: datetime, *, resource: Resource | Non
     if status.phase is not Phase.RUNNING:
         return status
     # The run is the latest look at the resource: the first sync is due a period after it.
-    return status.with_(phase=Phase.SUCCESS, run_error="", latest_sync_at=now)
+    return status.with_(phase=Phase.SUCCESS, run_error="", latest_sync_at=now, retry_not_before=None)
+
+
+def _not_before(now: datetime, delay: timedelta | None) -> datetime | None:
+    return now + delay if delay else None
 
 
 def run_failed(status: StepStatus, template: StepTemplate, kind: ErrorKind, error: str, now: datetime, *,
-               resource: Resource | None = None, attributes: Mapping[str, str] | None = None) -> StepStatus:
-    status = _record(status, resource, attributes).with_(run_error=error)
+               delay: timedelta | None = None, resource: Resource | None = None,
+               attributes: Mapping[str, str] | None = None) -> StepStatus:
+    """``delay`` is the error's hint (``StepError.delay``): the next attempt waits at least that long,
+    and at least the retry period."""
+    status = _record(status, resource, attributes)
+    status = status.with_(run_error=error, retry_not_before=_not_before(now, delay))
     if status.phase is not Phase.RUNNING:
         return status
     if kind is ErrorKind.IGNORABLE:
@@ -65,12 +73,12 @@ def run_failed(status: StepStatus, template: StepTemplate, kind: ErrorKind, erro
 def rollback_succeeded(status: StepStatus, now: datetime) -> StepStatus:
     if status.phase is not Phase.ROLLING_BACK:
         return status
-    return status.with_(phase=Phase.ROLLED_BACK, rollback_error="")
+    return status.with_(phase=Phase.ROLLED_BACK, rollback_error="", retry_not_before=None)
 
 
 def rollback_failed(status: StepStatus, template: StepTemplate, kind: ErrorKind, error: str,
-                    now: datetime) -> StepStatus:
-    status = status.with_(rollback_error=error)
+                    now: datetime, *, delay: timedelta | None = None) -> StepStatus:
+    status = status.with_(rollback_error=error, retry_not_before=_not_before(now, delay))
     if status.phase is not Phase.ROLLING_BACK:
         return status
     if kind is ErrorKind.IGNORABLE:
@@ -88,11 +96,12 @@ def sync_succeeded(status: StepStatus, now: datetime, *, resource: Resource | No
     status = _record(status, resource, attributes)
     if status.phase is not Phase.SUCCESS:
         return status
-    return status.with_(latest_sync_at=now, sync_error="")
+    return status.with_(latest_sync_at=now, sync_error="", retry_not_before=None)
 
 
-def sync_failed(status: StepStatus, kind: ErrorKind, error: str, now: datetime) -> StepStatus:
-    status = status.with_(sync_error=error)
+def sync_failed(status: StepStatus, kind: ErrorKind, error: str, now: datetime, *,
+                delay: timedelta | None = None) -> StepStatus:
+    status = status.with_(sync_error=error, retry_not_before=_not_before(now, delay))
     if status.phase is not Phase.SUCCESS:
         return status
     if kind is ErrorKind.PERMANENT:

@@ -246,8 +246,9 @@ class Resource:
 
 @dataclass(frozen=True)
 class StepStatus:
-    """A Step object's ``status`` (DESIGN.md §3), plus ``failure`` (see :class:`Failure`).
-    Counts are failed attempts so far; ``latest*At`` are when the latest attempt failed (or sync ran)."""
+    """A Step object's ``status`` (DESIGN.md §3), plus ``failure`` (see :class:`Failure`) and
+    ``retry_not_before`` (a step error's ``delay`` hint: no next call before it). Counts are failed
+    attempts so far; ``latest*At`` are when the latest attempt failed (or sync ran)."""
 
     phase: Phase = Phase.PENDING
     resource: Resource = Resource()
@@ -257,6 +258,7 @@ class StepStatus:
     rollback_retry_count: int = 0
     latest_rollback_retry_at: datetime | None = None
     latest_sync_at: datetime | None = None
+    retry_not_before: datetime | None = None
     run_error: str = ""
     rollback_error: str = ""
     sync_error: str = ""
@@ -275,6 +277,7 @@ class StepStatus:
             rollback_retry_count=int(d.get("rollbackRetryCount", 0)),
             latest_rollback_retry_at=parse_time(d.get("latestRollbackRetryAt")),
             latest_sync_at=parse_time(d.get("latestSyncAt")),
+            retry_not_before=parse_time(d.get("retryNotBefore")),
             run_error=str(d.get("runError", "")),
             rollback_error=str(d.get("rollbackError", "")),
             sync_error=str(d.get("syncError", "")),
@@ -294,6 +297,7 @@ class StepStatus:
             "rollbackRetryCount": self.rollback_retry_count or None,
             "latestRollbackRetryAt": t(self.latest_rollback_retry_at),
             "latestSyncAt": t(self.latest_sync_at),
+            "retryNotBefore": t(self.retry_not_before),
             "runError": self.run_error,
             "rollbackError": self.rollback_error,
             "syncError": self.sync_error,

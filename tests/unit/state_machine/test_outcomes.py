@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
@@ -15,6 +16,7 @@ from reconcilers.state_machine.outcomes import (
     sync_failed,
     sync_succeeded,
 )
+from reconcilers.state_machine.schedule import next_call
 from reconcilers.state_machine.types import Failure, Phase, Resource, RetryPolicy, StepStatus, StepTemplate
 from tests.unit.state_machine.builders import NOW
 
@@ -142,6 +144,24 @@ def test_run_success_records_resource_attributes_and_starts_the_sync_clock() -> 
     assert (after.phase, after.run_error, after.latest_sync_at) == (Phase.SUCCESS, "", NOW)
     assert after.resource.id == "i-1"
     assert dict(after.attributes) == {"keep": "1", "ip": "10.0.0.1"}
+
+
+def test_an_error_delay_hint_holds_the_next_attempt_back_beyond_the_retry_period() -> None:
+    template = StepTemplate("empty", retry_policy=RetryPolicy(run_retry_period_seconds=10))
+    after = run_failed(
+        StepStatus(Phase.RUNNING), template, ErrorKind.RETRYABLE, "429", NOW, delay=timedelta(minutes=5)
+    )
+    assert after.retry_not_before == NOW + timedelta(minutes=5)
+    call = next_call(template, after)
+    assert call is not None
+    assert (call.attempt, call.due_at) == (2, NOW + timedelta(minutes=5))
+    short = run_failed(
+        StepStatus(Phase.RUNNING), template, ErrorKind.RETRYABLE, "x", NOW, delay=timedelta(seconds=1)
+    )
+    call = next_call(template, short)
+    assert call is not None
+    assert call.due_at == NOW + timedelta(seconds=10)  # the retry period stays the floor
+    assert run_succeeded(after.with_(run_retry_count=1), NOW).retry_not_before is None
 
 
 def test_sync_success_updates_the_resource() -> None:
