@@ -134,6 +134,8 @@ class World:
         self.rng.shuffle(shuffled)
         again = decide(copy.deepcopy(self.wf), copy.deepcopy(shuffled), self.now, self.config)
         assert again == decision, "decide is not a pure function of its inputs"
+        assert decision.requeue_after is None or decision.requeue_after > timedelta(0)
+        assert all(i.object_name in self.objects for i in decision.invocations)
         self.decisions.append(decision)
         return decision
 
@@ -186,6 +188,14 @@ class World:
             assert status.phase in allowed, f"step {step}: {old.phase} -> {status.phase}"
         if status.phase is Phase.RUNNING:
             self.ever_running.add(step)
+        if status.phase is Phase.ROLLING_BACK and old.phase is not Phase.ROLLING_BACK:
+            for below in self.below[step]:  # nothing that depends on it may still stand (or run)
+                st = self.step_status(below)
+                if st is None or st.phase in (Phase.PENDING, Phase.ROLLED_BACK):
+                    continue
+                policy = Workflow.from_dict(self.wf).spec.policy_of(self.spec.step(below))
+                settled = st.phase is Phase.FAILED and policy is RollbackPolicy.ALWAYS
+                assert settled, f"{step} starts rolling back while {below} depending on it is {st.phase}"
         self.objects[step_object_name(self.wf["metadata"]["name"], step)]["status"] = status.to_status()
 
     # ----------------------------------------------------------------------------- step workers
