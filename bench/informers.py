@@ -14,7 +14,10 @@ Prints three figures:
    watches; then a reflector lists at the RV from before the writes (an exact read) and watches from
    it, so the API server replays the M events as fast as the client takes them. The clock runs from
    the end of the list to the handler's M-th update; the handler enqueues each key in a workqueue.
-   The writers' own rate is printed too (it bounds a live watch, not this replay).
+   The writers' own rate is printed too (it bounds a live watch, not this replay). The API server keeps
+   its watch cache (the production setting), which holds about 75 s of events: if the writers are
+   slower than that, the watch gets 410 and the replay is reported INVALID; ``--no-watch-cache``
+   sends lists and watches to etcd instead (always replayable, but then etcd bounds the rate).
 """
 
 from __future__ import annotations
@@ -64,6 +67,24 @@ RES = Resource(GROUP, VERSION, PLURAL)
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def deep_size(objs: list[Any]) -> int:
+    seen: set[int] = set()
+    total = 0
+    stack: list[Any] = list(objs)
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        total += sys.getsizeof(o)
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
+    return total
 
 
 def make_api(kubeconfig: Path, pool: int = 16) -> client.ApiClient:
@@ -126,6 +147,8 @@ class Counter:
         self.want_adds, self.want_updates = want_adds, want_updates
         self.synced_at = 0.0
         self.done_at = 0.0
+        self.synced_cpu = 0.0
+        self.done_cpu = 0.0
         self.on_done: Any = None
 
     def on_add(self, obj: Any, is_in_initial_list: bool) -> None:
@@ -133,12 +156,14 @@ class Counter:
         self.adds += 1
         if self.adds == self.want_adds:
             self.synced_at = time.perf_counter()
+            self.synced_cpu = time.process_time()
 
     def on_update(self, old: Any, new: Any) -> None:
         self.enqueue.on_update(old, new)
         self.updates += 1
         if self.updates == self.want_updates:
             self.done_at = time.perf_counter()
+            self.done_cpu = time.process_time()
             if self.on_done is not None:
                 self.on_done()
 
@@ -166,14 +191,21 @@ class ExactListAt:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--objects", type=int, default=10_000)
-    ap.add_argument("--updates", type=int, default=20_000)
+    ap.add_argument("--updates", type=int, default=10_000)
+    ap.add_argument("--no-watch-cache", action="store_true",
+                    help="run the API server with --watch-cache=false: lists and watches go to etcd "
+                         "(the replay then works however slowly the updates were written, "
+                         "but etcd bounds its rate)")
     ap.add_argument("--writers", type=int, default=8)
     ap.add_argument("--profile", action="store_true", help="cProfile the watch replay (top 25 by tottime)")
     args = ap.parse_args()
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid> prints every thread's stack
 
-    print(f"starting kube-apiserver + etcd ... (pid {os.getpid()}, {os.cpu_count()} CPUs)", flush=True)
-    with ControlPlane(apiserver_args=["--etcd-compaction-interval=0"]) as plane:
+    print(f"starting kube-apiserver + etcd ... (pid {os.getpid()}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f})", flush=True)
+    server_args = ["--etcd-compaction-interval=0"] + (["--watch-cache=false"] if args.no_watch_cache else [])
+    print(f"kube-apiserver flags: {' '.join(server_args)}")
+    with ControlPlane(apiserver_args=server_args) as plane:
         api = make_api(plane.kubeconfig)
         custom = install(api)
         n = args.objects
@@ -195,20 +227,23 @@ def main() -> None:
         informer = SharedIndexInformer(ApiListerWatcher(api, RES, namespace=NS), name="steps",
                                        transform=drop_managed_fields)
         informer.add_event_handler(counter)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         informer.start()
         assert informer.wait_for_sync(120), "no sync in 120 s"
-        sync_s = time.perf_counter() - t0
-        pages = informer.stats().lists
+        sync_s, sync_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        pages = informer.stats().list_pages
         rv0 = informer.last_sync_resource_version
         del counter
         gc.collect()
         rss1 = rss_bytes()
         assert len(informer.indexer) == n
         print(f"LIST+sync of {n} objects: {sync_s:.2f}s ({n / sync_s:.0f} objects/s; "
-              f"page size {ReflectorConfig().page_size}, {pages} list call(s))")
+              f"page size {ReflectorConfig().page_size}, {pages} page(s)); client CPU {sync_cpu:.2f}s "
+              f"(the rest is the API server/etcd and waiting)")
         print(f"RSS per cached object: {(rss1 - rss0) / n:.0f} bytes "
               f"(RSS {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB, includes the workqueue's {len(q)} keys)")
+        print(f"  deep size of the cached objects: {deep_size(informer.indexer.list()) / n:.0f} bytes/object "
+              "(sys.getsizeof over every dict/list/str, shared ones counted once)")
         sample = informer.indexer.list()[0]
         print(f"  one object as JSON: {len(orjson.dumps(sample))} bytes (managedFields dropped)")
         informer.stop()
@@ -253,11 +288,16 @@ def main() -> None:
         stats = replay.stats()
         if counter2.updates < m or stats.lists != 1:
             print(f"watch replay INVALID: saw {counter2.updates}/{m} updates, {stats.lists} lists, "
-                  f"errors {errors}")
+                  f"errors {errors} (try fewer --updates, or --no-watch-cache)")
         else:
             watch_s = counter2.done_at - counter2.synced_at
+            cpu_s = counter2.done_cpu - counter2.synced_cpu
             print(f"watch events/s through reflector+store+handler: {m / watch_s:.0f} "
                   f"({m} events in {watch_s:.2f}s, replayed by the API server from RV {rv0})")
+            note = " [under cProfile]" if prof else ""
+            print(f"  client CPU for them: {cpu_s:.2f}s = {cpu_s / m * 1e6:.0f} us/event "
+                  f"(a client-bound ceiling of {m / cpu_s:.0f} events/s){note}")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         if prof:
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         api.close()

@@ -7,6 +7,34 @@ workqueue family (plain, delaying, rate limiting) and rate limiters, and an inje
 This package knows nothing of workflows or steps: it works on any resource given its
 group/version/plural, and hands out plain ``dict`` objects parsed from the API server's JSON
 (never the client's generated models). Objects it hands out are read-only.
+
+Modules (one concept each)::
+
+    clock               Clock protocol, RealClock, FakeClock (tests advance it)
+    workqueue           Queue: dirty/processing sets, priorities, shutdown(+drain), ``with q.get() as key``
+    delaying            DelayingQueue: add_after (earliest ready time wins), one waiting thread
+    ratelimit           per-item exponential (tenacity wait strategies), token bucket, max-of
+    ratelimiting_queue  RateLimitingQueue: add_rate_limited / forget / num_requeues
+    metrics             workqueue metric hooks with client-go's names (no-op by default)
+    frozen              deep-frozen dict/list: what the cache hands out
+    store               Indexer (thread-safe store + indices), keys, tombstones, transforms
+    errors              the exception tree and its predicates
+    listwatch           ListerWatcher protocol; ApiListerWatcher (raw JSON via the official client)
+    reflector           LIST + WATCH loop with client-go's resourceVersion, backoff and 410 rules
+    shared_informer     SharedIndexInformer: one reflector, many handlers, resync from memory
+    handlers            EnqueueHandler (low priority for initial-list and resync events)
+    factory             SharedInformerFactory
+    testing             FakeListerWatcher, RecordingHandler, InMemoryMetricsProvider, TcpProxy
+
+Typical use::
+
+    factory = SharedInformerFactory(api_client, namespace="team-a")
+    steps = factory.informer_for(Resource("workflow.example.com", "v1alpha1", "steps"),
+                                 indexers={"by-workflow": label_index_func("workflow")})
+    queue: RateLimitingQueue[str] = RateLimitingQueue("steps")
+    steps.add_event_handler(EnqueueHandler(queue))
+    factory.start(); factory.wait_for_cache_sync(120)
+    with queue.get() as key: ...   # in each worker; forget(key) on success, add_rate_limited on error
 """
 
 from informers.clock import Clock, FakeClock, RealClock
