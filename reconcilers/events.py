@@ -11,12 +11,14 @@ the way client-go's ``tools/record`` does:
   Repeats that are queued together are folded into one write (``count += n``), so a retry storm
   costs one API call per batch, not one per occurrence.
 * **Spam filter.** A token bucket per involved object (burst 25, one token per 300 s: client-go's
-  ``defaultSpamBurst``/``defaultSpamQPS``) gates every write. A write the filter refuses is not lost
-  from the count: the cache entry keeps the unwritten occurrences and the next allowed write for the
-  same key carries them (an Event that is never repeated again stays at its last written count).
+  ``defaultSpamBurst``/``defaultSpamQPS``) gates every write. Unlike client-go, a write the filter
+  refuses is *deferred*, not dropped: the cache entry keeps counting occurrences and one write carrying
+  all of them goes out when the bucket has a token again, so counts end up right and a storm costs one
+  write per 300 s per object.
 * **Names** are ``<object name>.<16 hex digits>`` (random, so two recorders never collide).
 * A PATCH answered 404 (the Event expired, its TTL is an hour by default) creates a new Event with the
-  total count. Other API errors are logged and counted (``stats().failed``); the occurrences stay in
+  total count. Writes go through an :class:`EventSink` (the API server; :class:`MemoryEventSink` in
+  unit tests). Other API errors are logged and counted (``stats().failed``); the occurrences stay in
   the cache entry for the next write. There is no retry loop: Events are best effort.
 
 Time: ``firstTimestamp``/``lastTimestamp`` come from ``now`` (wall clock, injectable); the spam
@@ -25,14 +27,15 @@ filter's token bucket runs on ``clock`` (an :class:`informers.Clock`, monotonic,
 
 from __future__ import annotations
 
+import copy
 import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from secrets import token_hex
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 import structlog
@@ -46,9 +49,13 @@ from informers import Clock, RealClock
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "ApiCallError",
+    "ApiEventSink",
     "EventKey",
     "EventRecorder",
     "EventRecorderStats",
+    "EventSink",
+    "Involved",
+    "MemoryEventSink",
     "SpamFilter",
     "api_request",
     "event_key",
@@ -194,30 +201,92 @@ class SpamFilter:
 
     def __init__(self, clock: Clock, *, burst: int = 25, qps: float = 1.0 / 300.0,
                  entries: int = LRU_ENTRIES) -> None:
+        if burst < 1 or qps <= 0:
+            raise ValueError("burst must be >= 1 and qps > 0")
         self._clock = clock
         self._burst = float(burst)
         self._qps = qps
         self._buckets: LRUCache[tuple[str, str, str, str], tuple[float, float]] = LRUCache(entries)
 
-    def allow(self, key: tuple[str, str, str, str]) -> bool:
+    def reserve(self, key: tuple[str, str, str, str]) -> float:
+        """Take a token for ``key`` and return 0.0, or return the seconds until one is available
+        (taking nothing)."""
         now = self._clock.now()
         tokens, last = self._buckets.get(key, (self._burst, now))
         tokens = min(self._burst, tokens + (now - last) * self._qps)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
-            return False
+            return (1.0 - tokens) / self._qps
         self._buckets[key] = (tokens - 1.0, now)
-        return True
+        return 0.0
+
+
+class EventSink(Protocol):
+    """Where Events are written. Both methods raise :class:`ApiCallError` on failure (``status`` 404 from
+    ``patch``: the Event is gone)."""
+
+    def create(self, namespace: str, body: Mapping[str, Any]) -> None: ...
+    def patch(self, namespace: str, name: str, body: Mapping[str, Any]) -> None: ...
+
+
+class ApiEventSink:
+    """:class:`EventSink` over the API server: POST, and merge-PATCH of ``count``/``lastTimestamp``."""
+
+    def __init__(self, api_client: client.ApiClient, timeout: tuple[float, float] = (5.0, 10.0)) -> None:
+        self._api = api_client
+        self._timeout = timeout
+
+    def create(self, namespace: str, body: Mapping[str, Any]) -> None:
+        api_request(self._api, "POST", f"/api/v1/namespaces/{namespace}/events", body, timeout=self._timeout,
+                    expect=(201,))
+
+    def patch(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        api_request(self._api, "PATCH", f"/api/v1/namespaces/{namespace}/events/{name}", body,
+                    timeout=self._timeout, content_type=MERGE_PATCH)
+
+
+class MemoryEventSink:
+    """An in-memory :class:`EventSink` for tests: ``events`` maps ``(namespace, name)`` to the Event as
+    written (patches merged in); ``writes`` lists ``("create"|"patch", namespace, name)``. Set ``fail``
+    to an HTTP status to make every write raise :class:`ApiCallError` with it. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: dict[tuple[str, str], dict[str, Any]] = {}
+        self.writes: list[tuple[str, str, str]] = []
+        self.fail: int | None = None
+
+    def create(self, namespace: str, body: Mapping[str, Any]) -> None:
+        name = str(body["metadata"]["name"])
+        with self._lock:
+            if self.fail is not None:
+                raise ApiCallError("POST", "events", self.fail)
+            self.writes.append(("create", namespace, name))
+            self.events[(namespace, name)] = copy.deepcopy(dict(body))
+
+    def patch(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self.fail is not None:
+                raise ApiCallError("PATCH", "events", self.fail)
+            if (namespace, name) not in self.events:
+                raise ApiCallError("PATCH", "events", 404, "NotFound")
+            self.writes.append(("patch", namespace, name))
+            self.events[(namespace, name)].update(copy.deepcopy(dict(body)))
+
+    def delete(self, namespace: str, name: str) -> None:
+        """Forget an Event (as its TTL would)."""
+        with self._lock:
+            self.events.pop((namespace, name), None)
 
 
 @dataclass(frozen=True)
 class EventRecorderStats:
     recorded: int = 0  # accepted into the queue
-    dropped: int = 0  # queue full
-    filtered: int = 0  # writes the spam filter refused (their counts wait for the next write)
+    dropped: int = 0  # not accepted: queue full (or the recorder stopped)
+    deferred: int = 0  # writes the spam filter postponed (the occurrences are written later)
     created: int = 0
     patched: int = 0
-    failed: int = 0  # API writes that failed
+    failed: int = 0  # writes that failed (the occurrences wait for the key's next write)
 
 
 @dataclass(frozen=True)
@@ -231,17 +300,19 @@ class _Item:
 
 class _Aggregate:
     """One cache entry: the Event written for a key (``name`` None: not written yet), the count the
-    API has, and the occurrences not written yet. Mutable; only the recorder's thread touches it."""
+    API has, the occurrences not written yet, and the latest occurrence (what a create writes).
+    Mutable; only the recorder's thread touches it."""
 
-    __slots__ = ("first", "last", "name", "namespace", "unsent", "written")
+    __slots__ = ("first", "last", "latest", "name", "namespace", "unsent", "written")
 
-    def __init__(self, first: datetime) -> None:
+    def __init__(self, item: _Item) -> None:
         self.name: str | None = None
         self.namespace = ""
         self.written = 0
         self.unsent = 0
-        self.first = first
-        self.last = first
+        self.first = item.at
+        self.last = item.at
+        self.latest = item
 
 
 class EventRecorder:
@@ -250,12 +321,13 @@ class EventRecorder:
     Contract: any thread may call :meth:`record` (non-blocking, O(1), never raises for API trouble;
     raises ``ValueError`` for a type other than Normal/Warning, a programming error), :meth:`stats`
     and :meth:`flush`. :meth:`start` and :meth:`stop` are called once each, by the owner. ``_cond``
-    guards ``_queue``, ``_busy``, ``_state`` and the counters; the aggregation cache and the spam filter
-    belong to the worker thread alone. Events recorded before :meth:`start` wait in the queue;
-    :meth:`stop` writes what is queued (bounded by ``timeout``), then ends the thread.
+    guards ``_queue``, ``_busy``, ``_state`` and ``_stats``; the aggregation cache, the spam filter and
+    ``_deferred`` (key -> when the spam filter lets its write through) belong to the worker thread.
+    Events recorded before :meth:`start` wait in the queue; :meth:`stop` writes what is queued
+    (bounded by ``timeout``), abandons deferred writes, then ends the thread.
 
-    Not guaranteed: that an Event is written at all (Events are best effort: full queue, spam filter,
-    API errors), nor the order of writes across different keys within one batch.
+    Not guaranteed: that an Event is written at all (Events are best effort: full queue, API errors,
+    LRU eviction of a deferred key), nor the order of writes across different keys within one batch.
     """
 
     def __init__(
@@ -270,20 +342,22 @@ class EventRecorder:
         spam_burst: int = 25,
         spam_qps: float = 1.0 / 300.0,
         request_timeout: tuple[float, float] = (5.0, 10.0),
+        sink: EventSink | None = None,
     ) -> None:
-        self._api = api_client
+        self._sink: EventSink = sink or ApiEventSink(api_client, request_timeout)
         self._component = component
         self._instance = (instance or socket.gethostname())[:128]
         self._max_queue = max_queue
         self._now = now
-        self._timeout = request_timeout
+        self._clock: Clock = clock or RealClock()
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
         self._busy = False
         self._state = "new"  # new -> running -> stopping -> stopped
         self._stats = EventRecorderStats()
         self._cache: LRUCache[EventKey, _Aggregate] = LRUCache(LRU_ENTRIES)
-        self._spam = SpamFilter(clock or RealClock(), burst=spam_burst, qps=spam_qps)
+        self._spam = SpamFilter(self._clock, burst=spam_burst, qps=spam_qps)
+        self._deferred: dict[EventKey, float] = {}
         self._thread = threading.Thread(target=self._run, name="event-recorder", daemon=True)
 
     # -- any thread ---------------------------------------------------------------------------------
@@ -304,8 +378,8 @@ class EventRecorder:
                 self._cond.notify()
                 return
         if dropped == 1 or dropped % 100 == 0:  # log the first drop and then every hundredth
-            log.warning("event dropped: queue full", dropped=dropped, kind=item.involved.kind,
-                        name=item.involved.name, reason=reason)
+            log.warning("event dropped", dropped=dropped, kind=item.involved.kind, name=item.involved.name,
+                        reason=reason)
 
     def stats(self) -> EventRecorderStats:
         with self._cond:
@@ -313,7 +387,7 @@ class EventRecorder:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait (real time, at most ``timeout`` s) until everything queued so far has been written or
-        given up on. True if the queue drained. For tests and shutdown."""
+        given up on, or deferred by the spam filter. True if the queue drained. For tests and shutdown."""
         with self._cond:
             return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
 
@@ -343,14 +417,21 @@ class EventRecorder:
         while True:
             with self._cond:
                 while not self._queue and self._state == "running":
-                    self._cond.wait()
-                if not self._queue:
+                    due = min(self._deferred.values(), default=None)
+                    now = self._clock.now()
+                    if due is not None and due <= now:
+                        break
+                    self._clock.wait(self._cond, None if due is None else due - now)
+                if not self._queue and self._state != "running":
+                    if self._deferred:
+                        log.info("deferred event writes abandoned at stop", events=len(self._deferred))
                     return
                 batch = list(self._queue)
                 self._queue.clear()
                 self._busy = True
             try:
                 self._write_batch(batch)
+                self._write_due()
             except Exception:  # never let the thread die; Events are best effort
                 log.exception("event batch failed", events=len(batch))
             finally:
@@ -363,17 +444,30 @@ class EventRecorder:
         for item in batch:
             groups.setdefault(event_key(item.involved, item.type, item.reason, item.message), []).append(item)
         for key, items in groups.items():
-            self._write(key, items)
+            agg = self._cache.get(key)
+            if agg is None:
+                agg = self._cache[key] = _Aggregate(items[0])
+            agg.unsent += len(items)
+            agg.last = max(agg.last, items[-1].at)
+            agg.latest = items[-1]
+            if key in self._deferred:
+                continue  # its write is already scheduled and will carry these occurrences
+            self._write(key, agg)
 
-    def _write(self, key: EventKey, items: list[_Item]) -> None:
-        agg = self._cache.get(key)
-        if agg is None:
-            agg = self._cache[key] = _Aggregate(items[0].at)
-        agg.unsent += len(items)
-        agg.last = max(agg.last, items[-1].at)
-        first = items[0]
-        if not self._spam.allow(first.involved.object_key):
-            self._bump(filtered=1)
+    def _write_due(self) -> None:
+        now = self._clock.now()
+        for key in [k for k, due in self._deferred.items() if due <= now]:
+            del self._deferred[key]
+            agg = self._cache.get(key)
+            if agg is not None and agg.unsent:
+                self._write(key, agg)
+
+    def _write(self, key: EventKey, agg: _Aggregate) -> None:
+        item = agg.latest
+        wait = self._spam.reserve(item.involved.object_key)
+        if wait > 0:
+            self._deferred[key] = self._clock.now() + wait
+            self._bump(deferred=1)
             return
         try:
             if agg.name is not None:
@@ -385,12 +479,12 @@ class EventRecorder:
                     if exc.status != 404:
                         raise
                     agg.name = None  # the Event expired: write a new one with the whole count
-            self._create(first, agg)
+            self._create(item, agg)
             self._bump(created=1)
-        except Exception as exc:  # best effort; the count waits for the next write
+        except Exception as exc:  # best effort; the occurrences wait for the key's next write
             self._bump(failed=1)
-            log.warning("event write failed", kind=first.involved.kind, name=first.involved.name,
-                        reason=first.reason, status=getattr(exc, "status", None), error=type(exc).__name__)
+            log.warning("event write failed", kind=item.involved.kind, name=item.involved.name,
+                        reason=item.reason, status=getattr(exc, "status", None), error=type(exc).__name__)
 
     def _create(self, item: _Item, agg: _Aggregate) -> None:
         inv = item.involved
@@ -412,16 +506,13 @@ class EventRecorder:
             "reportingComponent": self._component,
             "reportingInstance": self._instance,
         }
-        api_request(self._api, "POST", f"/api/v1/namespaces/{namespace}/events", body,
-                    timeout=self._timeout, expect=(201,))
+        self._sink.create(namespace, body)
         agg.name, agg.namespace, agg.written, agg.unsent = name, namespace, total, 0
 
     def _patch(self, agg: _Aggregate) -> None:
         assert agg.name is not None
         total = agg.written + agg.unsent
-        body = {"count": total, "lastTimestamp": _format_time(agg.last)}
-        api_request(self._api, "PATCH", f"/api/v1/namespaces/{agg.namespace}/events/{agg.name}", body,
-                    timeout=self._timeout, content_type=MERGE_PATCH)
+        self._sink.patch(agg.namespace, agg.name, {"count": total, "lastTimestamp": _format_time(agg.last)})
         agg.written, agg.unsent = total, 0
 
     def _bump(self, **delta: int) -> None:
@@ -430,5 +521,5 @@ class EventRecorder:
 
     def _bump_locked(self, **delta: int) -> None:
         s = self._stats
-        fields = s.__dataclass_fields__
-        self._stats = EventRecorderStats(**{f: getattr(s, f) + delta.get(f, 0) for f in fields})
+        self._stats = EventRecorderStats(**{f.name: getattr(s, f.name) + delta.get(f.name, 0)
+                                            for f in fields(s)})
