@@ -1,0 +1,198 @@
+"""Admission: moves Pending workflows to Running under ``maxRunningCount`` (FIFO or FAIR, DESIGN.md §4),
+on a thread of its own so it never blocks a reconcile worker.
+
+The pure rule is :func:`reconcilers.state_machine.admission.admit`; this module feeds it the workflow
+cache and writes each :func:`~reconcilers.state_machine.admission.start` decision (a status merge patch
+with the workflow's resourceVersion). A pass runs when something woke admission (a workflow was added,
+changed phase, or was deleted; :meth:`Admission.on_workflow_event` decides) and every ``period`` seconds
+as a safety net. Wakes coalesce: one pass serves any number of wakes that arrived before it started.
+
+Stale cache: a workflow whose cached copy is older than our own last write (expectations) is counted as
+*active* and never admitted in that pass. That errs on the safe side: right after we admit a workflow the
+cache may still show it Pending, and counting it as waiting would let a second pass admit one more than
+``maxRunningCount`` allows. A 409 leaves the workflow for the next pass (the event that caused the
+conflict wakes it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from informers import DeletedFinalStateUnknown, SharedIndexInformer
+from reconcilers.expectations import Expectations, object_key
+from reconcilers.kube import WORKFLOWS, Conflict, Kube, KubeError, NotFound, merge_patch
+from reconcilers.settings import EventSink
+from reconcilers.state_machine.admission import Candidate, admit, start
+from reconcilers.state_machine.config import EngineConfig
+from reconcilers.state_machine.types import Phase, WorkflowStatus, parse_time
+
+__all__ = ["Admission"]
+
+log = structlog.get_logger(__name__)
+
+Obj = Mapping[str, Any]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _candidate(obj: Obj) -> Candidate:
+    """The fields admission needs, read without parsing the whole spec."""
+    meta = obj["metadata"]
+    status = obj.get("status") or {}
+    return Candidate(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta["name"]),
+        queue=str((obj.get("spec") or {}).get("queue") or "default"),
+        phase=Phase(status.get("phase") or Phase.PENDING),
+        created_at=parse_time(meta.get("creationTimestamp")) or _EPOCH,
+        started_at=parse_time(status.get("startedAt")),
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+class Admission:
+    """Contract: ``start``/``stop`` from the owning thread; ``wake`` and ``on_workflow_event`` from any
+    thread (the informer's handler calls them inline: they only set a flag). One admission thread runs
+    the passes; ``run_once`` may also be called directly by a test. ``_cond`` guards ``_woken`` and
+    ``_stopped``.
+    """
+
+    def __init__(
+        self,
+        *,
+        workflows: SharedIndexInformer,
+        kube: Kube,
+        expectations: Expectations,
+        engine_config: EngineConfig,
+        events: EventSink,
+        now: Callable[[], datetime],
+        period: float = 10.0,
+    ) -> None:
+        self.workflows = workflows
+        self.kube = kube
+        self.expectations = expectations
+        self.engine_config = engine_config
+        self.events = events
+        self._now = now
+        self.period = period
+        self._cond = threading.Condition()
+        self._woken = True
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+        self.admitted = 0
+
+    # -- wakes --------------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        with self._cond:
+            self._woken = True
+            self._cond.notify()
+
+    def on_add(self, obj: Obj, is_in_initial_list: bool) -> None:
+        self.wake()
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        before, after = old.get("status") or {}, new.get("status") or {}
+        pending = (after.get("phase") or Phase.PENDING) == Phase.PENDING
+        moved = before.get("phase") != after.get("phase")
+        deleting = bool(new["metadata"].get("deletionTimestamp")) != bool(
+            old["metadata"].get("deletionTimestamp"))
+        if pending or moved or deleting:
+            self.wake()
+
+    def on_delete(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        self.wake()
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="admission", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                deadline = time.monotonic() + self.period
+                while not self._woken and not self._stopped:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                if self._stopped:
+                    return
+                self._woken = False
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("admission pass crashed")
+
+    # -- one pass -----------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """One admission pass over the cache; returns how many workflows it started."""
+        self.passes += 1
+        candidates = []
+        for obj in self.workflows.indexer.list():
+            try:
+                c = _candidate(obj)
+            except (KeyError, ValueError):
+                continue
+            rv = str(obj["metadata"].get("resourceVersion") or "")
+            stale = self.expectations.is_stale(object_key("Workflow", c.namespace, c.name), rv)
+            if stale and c.phase is Phase.PENDING:  # probably admitted by us: count it as active
+                c = Candidate(c.namespace, c.name, c.queue, Phase.RUNNING, c.created_at,
+                              c.started_at or self._now(), c.deleting)
+            candidates.append(c)
+        started = 0
+        for chosen in admit(candidates, self.engine_config):
+            cached = self.workflows.indexer.get_by_key(chosen.key)
+            if cached is None:
+                continue
+            try:
+                started += self._start(cached)
+            except Conflict:
+                log.debug("admission conflict; next pass", workflow=chosen.key)
+            except NotFound:
+                continue
+            except KubeError as exc:
+                # no immediate retry (no hot loop against a failing API): the periodic pass retries
+                log.warning("admission write failed", workflow=chosen.key, error=str(exc))
+        self.admitted += started
+        return started
+
+    def _start(self, obj: Obj) -> int:
+        meta = obj["metadata"]
+        ns, name, rv = str(meta.get("namespace") or ""), str(meta["name"]), str(meta["resourceVersion"])
+        decision = start(obj, self._now())
+        if decision.workflow is None:
+            return 0
+        old = WorkflowStatus.from_dict(obj.get("status")).to_status()
+        patch = merge_patch(old, decision.workflow.to_status())
+        key = object_key("Workflow", ns, name)
+        try:
+            written = self.kube.patch_status(WORKFLOWS, ns, name, patch, resource_version=rv)
+        except Conflict:
+            self.expectations.conflicted(key, rv)
+            raise
+        self.expectations.wrote(key, str(written["metadata"]["resourceVersion"]))
+        log.info("workflow admitted", workflow=f"{ns}/{name}", queue=(obj.get("spec") or {}).get("queue"))
+        for event in decision.events:
+            self.events.record(written, event.type, event.reason, event.message)
+        return 1

@@ -1,0 +1,251 @@
+"""The workflow reconciler: one rate-limited workqueue of workflow keys, fed by the Workflow and Step
+informers, and N workers that each run ``decide`` on a cached snapshot and hand the Decision to the
+:class:`~reconcilers.applier.Applier`.
+
+Event driven: a Step change enqueues its owning workflow at once (by its controller ownerReference);
+the only timers are the Decision's ``requeue_after`` (retry and sync periods). Events from the initial
+list and resyncs are enqueued at low priority, so a start-up flood never delays real changes.
+
+Result handling (controller-runtime's ``reconcileHandler``):
+
+* success -> ``forget``; with ``requeue_after``, ``add_after``;
+* 409 Conflict -> ``forget`` + ``add`` (immediate, not a failure; the applier recorded that the cache
+  is old, so the retry waits for the watch event that brings the newer copy);
+* stale cache (an expectation not met yet) -> ``add_after(stale_retry)`` as a safety net; the watch
+  event for our own write normally wakes the key first;
+* the workflow is gone -> done;
+* anything else -> ``add_rate_limited`` (per-item exponential backoff).
+
+Each reconcile binds ``reconcile_id`` and ``workflow`` in structlog's contextvars, so every log line of
+the reconcile (and of the applier) carries them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from informers import (
+    Clock,
+    DeletedFinalStateUnknown,
+    EnqueueHandler,
+    MetricsProvider,
+    RateLimitingQueue,
+    SharedIndexInformer,
+    ShutDown,
+    split_key,
+)
+from reconcilers.applier import Applier
+from reconcilers.expectations import Expectations, object_key
+from reconcilers.kube import Conflict, KubeError, NotFound
+from reconcilers.settings import EngineMetrics
+from reconcilers.state_machine.config import EngineConfig
+from reconcilers.state_machine.decide import decide
+from reconcilers.state_machine.naming import step_object_name
+
+__all__ = ["OWNER_INDEX", "Result", "WorkflowReconciler", "owned_by", "owner_index", "owner_key"]
+
+log = structlog.get_logger(__name__)
+
+Obj = Mapping[str, Any]
+
+#: The Step informer's index: steps by owning workflow key ``namespace/name``.
+OWNER_INDEX = "by-workflow"
+
+
+class Result(StrEnum):
+    """The ``result`` label of ``observe_reconcile`` (controller-runtime's values)."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    REQUEUE = "requeue"
+    REQUEUE_AFTER = "requeue_after"
+
+
+class _Stale(Exception):
+    """The cache holds an older copy of an object than one we know exists."""
+
+
+def owner_key(step: Obj | DeletedFinalStateUnknown) -> str | None:
+    """``namespace/name`` of the Workflow that controls ``step`` (ownerReference, else the label)."""
+    obj = step.obj if isinstance(step, DeletedFinalStateUnknown) else step
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace") or ""
+    for ref in meta.get("ownerReferences") or ():
+        if ref.get("kind") == "Workflow" and ref.get("controller"):
+            return f"{ns}/{ref['name']}"
+    label = (meta.get("labels") or {}).get("workflow")
+    return f"{ns}/{label}" if label else None
+
+
+def owner_index(step: Obj) -> list[str]:
+    key = owner_key(step)
+    return [key] if key else []
+
+
+def owned_by(step: Obj, uid: str) -> bool:
+    """``step`` belongs to this incarnation of its workflow (a re-created workflow has a new uid)."""
+    refs = (step.get("metadata") or {}).get("ownerReferences") or ()
+    return not uid or any(r.get("uid") == uid for r in refs if r.get("kind") == "Workflow")
+
+
+class _StepHandler:
+    """Step events enqueue the owning workflow (low priority for the initial list and resyncs)."""
+
+    def __init__(self, queue: RateLimitingQueue[str]) -> None:
+        self._queue = queue
+
+    def on_add(self, obj: Obj, is_in_initial_list: bool) -> None:
+        if key := owner_key(obj):
+            self._queue.add(key, low_priority=is_in_initial_list)
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        if key := owner_key(new):
+            same = old["metadata"].get("resourceVersion") == new["metadata"].get("resourceVersion")
+            self._queue.add(key, low_priority=same)
+
+    def on_delete(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        if key := owner_key(obj):
+            self._queue.add(key)
+
+
+class WorkflowReconciler:
+    """Contract: ``start``/``stop`` from the owning thread; ``reconcile`` runs on the worker threads,
+    one key at a time per key (the queue's processing set), different keys concurrently. The informers'
+    caches are read-only; everything written goes through the applier with a resourceVersion
+    precondition. Not guaranteed: that a key is reconciled exactly once per event (events coalesce).
+    """
+
+    def __init__(
+        self,
+        *,
+        workflows: SharedIndexInformer,
+        steps: SharedIndexInformer,
+        applier: Applier,
+        expectations: Expectations,
+        engine_config: EngineConfig,
+        workers: int = 2,
+        stale_retry: float = 1.0,
+        now: Callable[[], datetime],
+        clock: Clock | None = None,
+        metrics: EngineMetrics,
+        queue_metrics: MetricsProvider | None = None,
+    ) -> None:
+        self.workflows = workflows
+        self.steps = steps
+        self.applier = applier
+        self.expectations = expectations
+        self.engine_config = engine_config
+        self.workers = workers
+        self.stale_retry = stale_retry
+        self._now = now
+        self._metrics = metrics
+        self.queue: RateLimitingQueue[str] = RateLimitingQueue(
+            "workflow", clock=clock, metrics_provider=queue_metrics)
+        self._threads: list[threading.Thread] = []
+        workflows.add_event_handler(EnqueueHandler(self.queue))
+        steps.add_event_handler(_StepHandler(self.queue))
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._worker, name=f"workflow-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking keys; wait up to ``timeout`` for reconciles in progress."""
+        self.queue.shutdown()
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    # -- the worker loop ----------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        while True:
+            try:
+                with self.queue.get() as key:
+                    self.process(key)
+            except ShutDown:
+                return
+
+    def process(self, key: str) -> Result:
+        """Reconcile ``key`` once and requeue it as the outcome says (the worker loop's body)."""
+        started = time.monotonic()
+        structlog.contextvars.bind_contextvars(reconcile_id=uuid.uuid4().hex[:12], workflow=key)
+        result = Result.SUCCESS
+        try:
+            after = self.reconcile(key)
+        except Conflict:
+            log.debug("reconcile conflict, requeued")
+            self.queue.forget(key)
+            self.queue.add(key)
+            result = Result.REQUEUE
+        except _Stale:
+            self.queue.forget(key)
+            self.queue.add_after(key, self.stale_retry)
+            result = Result.REQUEUE_AFTER
+        except KubeError as exc:
+            log.warning("reconcile failed", error=str(exc), error_type=type(exc).__name__,
+                        requeues=self.queue.num_requeues(key))
+            self.queue.add_rate_limited(key)
+            result = Result.ERROR
+        except Exception:
+            log.exception("reconcile crashed", requeues=self.queue.num_requeues(key))
+            self.queue.add_rate_limited(key)
+            result = Result.ERROR
+        else:
+            self.queue.forget(key)
+            if after is not None:
+                self.queue.add_after(key, after)
+                result = Result.REQUEUE_AFTER
+        finally:
+            structlog.contextvars.unbind_contextvars("reconcile_id", "workflow")
+        self._metrics.observe_reconcile("workflow", str(result), time.monotonic() - started)
+        return result
+
+    def reconcile(self, key: str) -> float | None:
+        """Decide and apply once; returns the seconds after which to look again (None: on change)."""
+        wf = self.workflows.indexer.get_by_key(key)
+        ns, name = split_key(key)
+        if wf is None:
+            self.expectations.forget(object_key("Workflow", ns, name))
+            return None
+        meta = wf["metadata"]
+        if self.expectations.is_stale(object_key("Workflow", ns, name), str(meta.get("resourceVersion"))):
+            raise _Stale(key)
+        uid = str(meta.get("uid") or "")
+        steps = {s["metadata"]["name"]: s for s in self.steps.indexer.by_index(OWNER_INDEX, key)
+                 if owned_by(s, uid)}
+        for obj_name, step in steps.items():
+            if self.expectations.is_stale(object_key("Step", ns, obj_name),
+                                          str(step["metadata"].get("resourceVersion"))):
+                raise _Stale(key)
+        for spec_step in (wf.get("spec") or {}).get("steps") or ():
+            obj_name = step_object_name(name, str(spec_step.get("name")))
+            if obj_name not in steps and self.expectations.expects(object_key("Step", ns, obj_name)):
+                raise _Stale(key)  # we created it; the cache does not show it yet
+        decision = decide(wf, steps.values(), self._now(), self.engine_config)
+        if decision.is_noop:
+            return None
+        try:
+            self.applier.apply(wf, steps, decision)
+        except NotFound:
+            if self.workflows.indexer.get_by_key(key) is None:
+                return None
+            raise
+        if decision.requeue_after is None:
+            return None
+        return max(decision.requeue_after.total_seconds(), 0.001)
