@@ -208,6 +208,9 @@ class _HttpWatchStream:
                     if line:
                         event = loads(line)
                         yield event["type"], event["object"]
+            if buf.strip():  # a last event without its newline
+                event = loads(buf)
+                yield event["type"], event["object"]
         except Exception as exc:
             if self._closed:  # closed from another thread: any error the reader sees is expected
                 return

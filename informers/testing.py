@@ -90,6 +90,7 @@ class FakeWatch:
 @dataclass
 class _Script:
     list_errors: deque[InformerError] = field(default_factory=deque)
+    list_skip: int = 0
     watch_errors: deque[InformerError] = field(default_factory=deque)
 
 
@@ -170,9 +171,12 @@ class FakeListerWatcher:
         with self._lock:
             self._compacted = self._rv
 
-    def fail_next_list(self, error: InformerError) -> None:
+    def fail_next_list(self, error: InformerError, *, after: int = 0) -> None:
+        """Make a coming ``list`` call raise ``error``: the next one, or the one after ``after``
+        successful calls (e.g. ``after=1`` fails the second page of a paged list)."""
         with self._lock:
             self._script.list_errors.append(error)
+            self._script.list_skip = after
 
     def fail_next_watch(self, error: InformerError) -> None:
         with self._lock:
@@ -233,7 +237,10 @@ class FakeListerWatcher:
             self.list_calls.append(options)
             self._lock.notify_all()
             if self._script.list_errors:
-                raise self._script.list_errors.popleft()
+                if self._script.list_skip > 0:
+                    self._script.list_skip -= 1
+                else:
+                    raise self._script.list_errors.popleft()
             keys = sorted(self._objects)
             start = 0
             snapshot = self._rv

@@ -85,6 +85,19 @@ def test_initial_list_is_rv0_paged_then_watch_with_bookmarks(env: Env) -> None:
     env.informer.stop()
 
 
+def test_expired_continue_token_falls_back_to_one_full_list() -> None:
+    env = Env(objects=5, page_size=2)
+    env.lw.fail_next_list(ApiError(410, "Expired", "continue token expired"), after=1)
+    try:
+        env.start()
+        calls = [(c.resource_version, c.limit, bool(c.continue_token)) for c in env.lw.list_calls]
+        assert calls == [("0", 2, False), (None, 2, True), ("0", None, False)]
+        assert len(env.informer.indexer) == 5
+        assert env.informer.stats().backoffs == 0
+    finally:
+        env.informer.stop()
+
+
 def test_watch_events_reach_store_and_handlers(env: Env) -> None:
     env.start()
     env.lw.create(widget("a"))
