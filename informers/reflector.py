@@ -90,6 +90,7 @@ class ReflectorStats:
     backoffs: int = 0
     errors: int = 0
     last_error: str = ""
+    #: The resourceVersion each of the last (up to 16) LISTs asked for.
     list_resource_versions: list[str] = field(default_factory=list)
 
 
@@ -228,6 +229,7 @@ class Reflector:
             self._last_rv = list_rv
             self._stats.lists += 1
             self._stats.list_resource_versions.append(rv)
+            del self._stats.list_resource_versions[:-16]  # keep the last few, for tests and debugging
         self._rv_unavailable = False
 
     def _list_pages(self, rv: str) -> tuple[list[dict[str, Any]], str]:
