@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import timedelta
 
 import pytest
 import yaml
 
+from informers.frozen import freeze
+from reconcilers.state_machine import decide
 from reconcilers.state_machine.dag import find_cycle, topological_order
 from reconcilers.state_machine.naming import label_value, step_labels, step_object_name
 from reconcilers.state_machine.retry import retry_wait
@@ -21,7 +24,7 @@ from reconcilers.state_machine.types import (
     Workflow,
     WorkflowSpec,
 )
-from tests.unit.state_machine.builders import NOW, REPO, at, spec_step
+from tests.unit.state_machine.builders import CONFIG, NOW, REPO, at, spec_step, step_obj, workflow
 
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 LABEL = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
@@ -132,3 +135,14 @@ def test_jitter_is_deterministic_per_seed_and_attempt_and_within_half_to_full() 
     assert all(timedelta(seconds=50) <= w <= timedelta(seconds=100) for w in waits)
     assert len(set(waits)) > 40
     assert retry_wait(100, 1, jitter=True, seed="wf/b") != waits[0]
+
+
+def test_decide_reads_frozen_informer_objects_and_leaves_them_unchanged() -> None:
+    """The informer cache hands out deep-frozen dicts shared by every worker (STYLE.md rule 6)."""
+    wf = workflow(spec_step("a"), spec_step("b", "a"))
+    objs = [step_obj(wf, "a", "Success", attributes={"k": "v"}), step_obj(wf, "b")]
+    frozen_wf, frozen_objs = freeze(copy.deepcopy(wf)), [freeze(copy.deepcopy(o)) for o in objs]
+    decision = decide(frozen_wf, frozen_objs, NOW, CONFIG)
+    assert decision == decide(wf, objs, NOW, CONFIG)
+    assert (frozen_wf, frozen_objs) == (wf, objs)
+    assert [c.step for c in decision.steps] == ["b"]
