@@ -51,12 +51,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 import requests
@@ -82,13 +83,17 @@ from reconcilers.urlsafety import (
 
 __all__ = [
     "DEFAULT_BACKOFF",
+    "ApiOutboxStore",
     "CallbackSender",
     "CallbackSenderStats",
     "Delivery",
+    "MemoryOutboxStore",
+    "OutboxStore",
     "Outcome",
     "SigningKeyUnavailable",
     "classify_status",
     "retry_after_seconds",
+    "retry_delay",
 ]
 
 log = structlog.get_logger(__name__)
@@ -227,6 +232,125 @@ def _rv(value: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+class OutboxStore(Protocol):
+    """What the sender reads and writes in the API. Errors raise :class:`ApiCallError` (409: the
+    resourceVersion precondition failed; 404: gone)."""
+
+    def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The workflow, read from the API server (not the cache); None if it does not exist."""
+        ...
+
+    def write_pending(self, namespace: str, name: str, resource_version: str,
+                      pending: list[dict[str, Any]]) -> str:
+        """Set ``status.callbacks.pending`` if the workflow is still at ``resource_version``; returns the
+        new resourceVersion."""
+        ...
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The Secret object (``data`` base64-encoded); None if it does not exist."""
+        ...
+
+
+class ApiOutboxStore:
+    """:class:`OutboxStore` over the API server with raw JSON: a merge-patch of the ``workflows/status``
+    subresource that carries ``metadata.resourceVersion`` (the API server answers 409 when it moved)."""
+
+    def __init__(self, api_client: client.ApiClient, timeout: tuple[float, float] = (5.0, 10.0)) -> None:
+        self._api = api_client
+        self._timeout = timeout
+
+    @staticmethod
+    def _path(namespace: str, name: str, sub: str = "") -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}{sub}"
+
+    def _get(self, path: str) -> dict[str, Any] | None:
+        try:
+            return api_request(self._api, "GET", path, timeout=self._timeout)
+        except ApiCallError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._get(self._path(namespace, name))
+
+    def write_pending(self, namespace: str, name: str, resource_version: str,
+                      pending: list[dict[str, Any]]) -> str:
+        body = {"metadata": {"resourceVersion": resource_version},
+                "status": {"callbacks": {"pending": pending}}}
+        written = api_request(self._api, "PATCH", self._path(namespace, name, "/status"), body,
+                              timeout=self._timeout, content_type=MERGE_PATCH)
+        return str((written.get("metadata") or {}).get("resourceVersion", ""))
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+
+
+class MemoryOutboxStore:
+    """An in-memory :class:`OutboxStore` with the API server's resourceVersion semantics, for tests.
+
+    ``put(obj)`` stores a workflow (a new resourceVersion each time, like any write) and returns the
+    stored copy; ``get_cached(key)`` is a ``get_workflow`` for the sender. ``writes`` counts
+    successful ``write_pending`` calls, ``conflicts`` the 409s; ``fail`` (an HTTP status) makes every
+    call raise. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self._rv = 100
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.writes = 0
+        self.conflicts = 0
+        self.fail: int | None = None
+
+    def put(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            stored = copy.deepcopy(_plain(obj))
+            self._rv += 1
+            stored.setdefault("metadata", {})["resourceVersion"] = str(self._rv)
+            meta = stored["metadata"]
+            self._objects[(str(meta.get("namespace", "")), str(meta["name"]))] = stored
+            return copy.deepcopy(stored)
+
+    def delete(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._objects.pop((namespace, name), None)
+
+    def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        with self._lock:
+            if self.fail is not None:
+                raise ApiCallError("GET", f"workflows/{namespace}/{name}", self.fail)
+            obj = self._objects.get((namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def get_cached(self, key: str) -> Mapping[str, Any] | None:
+        namespace, _, name = key.partition("/")
+        with self._lock:
+            obj = self._objects.get((namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def write_pending(self, namespace: str, name: str, resource_version: str,
+                      pending: list[dict[str, Any]]) -> str:
+        with self._lock:
+            if self.fail is not None:
+                raise ApiCallError("PATCH", f"workflows/{namespace}/{name}/status", self.fail)
+            obj = self._objects.get((namespace, name))
+            if obj is None:
+                raise ApiCallError("PATCH", f"workflows/{namespace}/{name}/status", 404, "NotFound")
+            if obj["metadata"]["resourceVersion"] != resource_version:
+                self.conflicts += 1
+                raise ApiCallError("PATCH", f"workflows/{namespace}/{name}/status", 409, "Conflict")
+            obj.setdefault("status", {}).setdefault("callbacks", {})["pending"] = copy.deepcopy(pending)
+            self._rv += 1
+            obj["metadata"]["resourceVersion"] = str(self._rv)
+            self.writes += 1
+            return str(self._rv)
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        with self._lock:
+            return self.secrets.get((namespace, name))
+
+
 class CallbackSender:
     """Delivers workflow callbacks from the status outbox; see the module docstring.
 
@@ -261,10 +385,11 @@ class CallbackSender:
         api_timeout: tuple[float, float] = (5.0, 10.0),
         resolver: Resolver | None = None,
         session_factory: Callable[[], requests.Session] = requests.Session,
+        store: OutboxStore | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
-        self._api = api_client
+        self._store: OutboxStore = store or ApiOutboxStore(api_client, api_timeout)
         self._get_workflow = get_workflow
         self._timeouts = (connect_timeout, read_timeout)
         self._policy = UrlPolicy(allow_private_networks, tuple(allowed_cidrs))
@@ -272,7 +397,6 @@ class CallbackSender:
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._events = event_recorder
-        self._api_timeout = api_timeout
         self._resolver = resolver
         self._session_factory = session_factory
         self._queue: DelayingQueue[str] = DelayingQueue("callbacks", clock=self._clock)
@@ -296,6 +420,14 @@ class CallbackSender:
     def stats(self) -> CallbackSenderStats:
         with self._lock:
             return self._stats
+
+    def idle(self) -> bool:
+        """No key ready or being handled (keys waiting for a backoff do not count). For tests and
+        health checks."""
+        # The queue's condition is an RLock: holding it makes the two reads one consistent snapshot
+        # (otherwise a key could move from ready to processing between them).
+        with self._queue._cond:
+            return len(self._queue) == 0 and self._queue.processing() == 0
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -326,6 +458,10 @@ class CallbackSender:
                     with self._queue.get() as key:
                         try:
                             self._sync(key, session)
+                        except ApiCallError as exc:  # API trouble (status write, GET): look again later
+                            log.warning("callback bookkeeping failed; will retry", workflow=key,
+                                        error=str(exc))
+                            self._queue.add_after(key, self._backoff_for(key, None))
                         except Exception:  # never let a worker die; look again later
                             log.exception("callback sync failed", workflow=key)
                             self._queue.add_after(key, self._backoff_for(key, None))
@@ -417,7 +553,7 @@ class CallbackSender:
                 settled[eid] = "delivered"
                 self._clear_failures(key, eid)
                 self._bump(delivered=1)
-                log.debug("callback delivered", workflow=key, event=eid, detail=result.detail,
+                log.debug("callback delivered", workflow=key, event_id=eid, detail=result.detail,
                           attempt=attempt)
                 continue
             if result.outcome is Outcome.REJECTED:
@@ -476,8 +612,8 @@ class CallbackSender:
             per_key[eid] = failures = per_key.get(eid, 0) + 1
         delay = retry_delay(self._backoff, failures, result.retry_after)
         self._bump(retried=1)
-        log.warning("callback failed; will retry", workflow=key, event=eid, url=shown, detail=result.detail,
-                    failures=failures, retry_in=round(delay, 3))
+        log.warning("callback failed; will retry", workflow=key, event_id=eid, url=shown,
+                    detail=result.detail, failures=failures, retry_in=round(delay, 3))
         what = f"callback {entry.get('type', '')} ({eid}) to {shown}"
         self._event(target, "CallbackRetrying", f"{what} failed, will retry: {result.detail}")
         return delay
@@ -486,15 +622,12 @@ class CallbackSender:
         eid = str(_event_id(entry))
         self._clear_failures(key, eid)
         self._bump(rejected=1)
-        log.error("callback rejected; dropped from the outbox", workflow=key, event=eid, url=shown,
+        log.error("callback rejected; dropped from the outbox", workflow=key, event_id=eid, url=shown,
                   detail=detail)
         self._event(target, "CallbackRejected",
                     f"callback {entry.get('type', '')} ({eid}) to {shown} rejected: {detail}; dropped")
 
     # -- API ----------------------------------------------------------------------------------------
-
-    def _path(self, namespace: str, name: str, sub: str = "") -> str:
-        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}{sub}"
 
     def _current(self, key: str) -> Mapping[str, Any] | None:
         """The workflow from the cache, or from the API when the cache is older than our last write."""
@@ -506,16 +639,8 @@ class CallbackSender:
         rv = _rv(str((obj.get("metadata") or {}).get("resourceVersion", "")))
         if written is not None and rv is not None and rv < written:
             namespace, _, name = key.partition("/")
-            return self._get(namespace, name)
+            return self._store.get(namespace, name)
         return obj
-
-    def _get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return api_request(self._api, "GET", self._path(namespace, name), timeout=self._api_timeout)
-        except ApiCallError as exc:
-            if exc.status == 404:
-                return None
-            raise
 
     def _remove(self, key: str, target: _Target, ids: set[str]) -> tuple[Mapping[str, Any], ...] | None:
         """Remove ``ids`` (and entries without an id) from ``status.callbacks.pending`` with one merge-patch
@@ -527,12 +652,9 @@ class CallbackSender:
                               if (eid := _event_id(e)) is not None and eid not in ids)
             if len(remaining) == len(current.pending):
                 return remaining  # nothing of ours left to remove (someone else's write already did)
-            body = {"metadata": {"resourceVersion": current.resource_version},
-                    "status": {"callbacks": {"pending": [_plain(e) for e in remaining]}}}
             try:
-                path = self._path(current.namespace, current.name, "/status")
-                written = api_request(self._api, "PATCH", path, body, timeout=self._api_timeout,
-                                      content_type=MERGE_PATCH)
+                written = self._store.write_pending(current.namespace, current.name, current.resource_version,
+                                                    [_plain(e) for e in remaining])
             except ApiCallError as exc:
                 if exc.status == 404:
                     self._forget(key)
@@ -540,20 +662,20 @@ class CallbackSender:
                 if exc.status != 409:
                     raise
                 self._bump(conflicts=1)
-                fresh = self._get(current.namespace, current.name)
+                fresh = self._store.get(current.namespace, current.name)
                 if fresh is None:
                     self._forget(key)
                     return None
                 current = _Target.of(fresh)
                 continue
             self._bump(status_writes=1)
-            rv = _rv(str((written.get("metadata") or {}).get("resourceVersion", "")))
+            rv = _rv(written)
             if rv is not None:
                 with self._lock:
                     self._written_rv[key] = rv
             return remaining
-        raise ApiCallError("PATCH", self._path(target.namespace, target.name, "/status"), 409,
-                           "Conflict", f"still conflicting after {_CONFLICT_RETRIES} tries")
+        raise ApiCallError("PATCH", f"workflows/{target.namespace}/{target.name}/status", 409, "Conflict",
+                           f"still conflicting after {_CONFLICT_RETRIES} tries")
 
     def _signing_key(self, namespace: str, ref: _SecretRef) -> bytes:
         if not ref.name or not ref.key:
@@ -565,11 +687,12 @@ class CallbackSender:
             return cached
         where = f"secret {namespace}/{ref.name} key {ref.key!r}"
         try:
-            secret = api_request(self._api, "GET", f"/api/v1/namespaces/{namespace}/secrets/{ref.name}",
-                                 timeout=self._api_timeout)
+            secret = self._store.secret(namespace, ref.name)
         except ApiCallError as exc:
             raise SigningKeyUnavailable(f"{where}: cannot read the secret ({exc.status or 'no answer'}"
                                         f"{' ' + exc.reason if exc.reason else ''})") from None
+        if secret is None:
+            raise SigningKeyUnavailable(f"{where}: no such secret")
         encoded = (secret.get("data") or {}).get(ref.key)
         if not encoded:
             raise SigningKeyUnavailable(f"{where}: the secret has no such key (or it is empty)")

@@ -419,9 +419,12 @@ class EventRecorder:
                 while not self._queue and self._state == "running":
                     due = min(self._deferred.values(), default=None)
                     now = self._clock.now()
-                    if due is not None and due <= now:
+                    if due is None:
+                        self._cond.wait()  # not on the clock: a fake clock counts only timed waits here
+                    elif due <= now:
                         break
-                    self._clock.wait(self._cond, None if due is None else due - now)
+                    else:
+                        self._clock.wait(self._cond, due - now)
                 if not self._queue and self._state != "running":
                     if self._deferred:
                         log.info("deferred event writes abandoned at stop", events=len(self._deferred))
