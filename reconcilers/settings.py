@@ -155,6 +155,7 @@ class EngineSettings:
         return self.step_limits.get(step_type, self.step_defaults)
 
     def deadline_seconds(self, step_type: str) -> float:
-        """How long one call of ``step_type`` may take."""
+        """How long one call of ``step_type`` may take: the type's own ``call_timeout`` if set, else
+        ``max(rpc_timeout, call_timeout)``."""
         own = self.limits(step_type).call_timeout
-        return max(self.rpc_timeout, own if own is not None else self.call_timeout)
+        return own if own is not None else max(self.rpc_timeout, self.call_timeout)

@@ -26,9 +26,9 @@ A worker, for a key:
 
 The Step's watch event then enqueues its workflow (the reconciler decides what follows).
 
-The call deadline (``StepContext.deadline``) is ``EngineSettings.deadline_seconds(type)``:
-``max(rpc_timeout, call timeout)``, the call timeout defaulting to 10 minutes (plugin calls do real work,
-unlike API requests). API writes use ``rpc_timeout``.
+The call deadline (``StepContext.deadline``) is ``EngineSettings.deadline_seconds(type)``: the type's
+own call timeout if configured, else ``max(rpc_timeout, call_timeout)`` with ``call_timeout`` defaulting
+to 10 minutes (plugin calls do real work, unlike API requests). API writes use ``rpc_timeout``.
 """
 
 from __future__ import annotations
