@@ -84,7 +84,8 @@ def decide(
     if wf.status.phase in TERMINAL and not wf.deleting:
         return Decision()
     if problems := validate(wf.spec, config.step_types):
-        if wf.status.phase in TERMINAL:  # deleted after it was rejected: there is nothing it can undo
+        if wf.status.phase in TERMINAL:
+            # Deleted after it was rejected: its graph or step types cannot be run or rolled back here.
             return Decision(finalizers=_release(wf, objects))
         return _reject(wf, objects, problems, now)
     return _advance(wf, objects, now, config)
