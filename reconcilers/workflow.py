@@ -238,9 +238,7 @@ class WorkflowReconciler:
             if obj_name not in steps and self.expectations.expects(object_key("Step", ns, obj_name)):
                 raise _Stale(key)  # we created it; the cache does not show it yet
         decision = decide(wf, steps.values(), self._now(), self.engine_config)
-        if decision.is_noop:
-            return None
-        try:
+        try:  # even a no-op decision: the applier wakes the callback sender for a pending outbox
             self.applier.apply(wf, steps, decision)
         except NotFound:
             if self.workflows.indexer.get_by_key(key) is None:
