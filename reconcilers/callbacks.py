@@ -404,6 +404,7 @@ class CallbackSender:
         self._failures: dict[str, dict[str, int]] = {}
         self._not_before: dict[str, float] = {}
         self._written_rv: dict[str, int] = {}
+        self._min_rv: dict[str, int] = {}  # from wake(resource_version=...): do not act on older snapshots
         self._settled: TTLCache[str, str] = TTLCache(maxsize=65536, ttl=SETTLED_TTL)
         self._secrets: TTLCache[tuple[str, str, str], bytes] = TTLCache(maxsize=256, ttl=secret_ttl)
         self._stats = CallbackSenderStats()
@@ -413,8 +414,15 @@ class CallbackSender:
 
     # -- any thread ---------------------------------------------------------------------------------
 
-    def wake(self, key: str) -> None:
-        """Look at workflow ``key`` ("namespace/name") soon. Non-blocking; repeated wakes coalesce."""
+    def wake(self, key: str, *, resource_version: str | None = None) -> None:
+        """Look at workflow ``key`` ("namespace/name") soon. Non-blocking; repeated wakes coalesce.
+
+        ``resource_version``: the version the caller just wrote (e.g. the status write that appended
+        events). If the cache is older when the key is handled, the sender reads the workflow from the
+        API instead, so a wake right after a write never sees a stale, empty outbox."""
+        if resource_version is not None and (rv := _rv(resource_version)) is not None:
+            with self._lock:
+                self._min_rv[key] = max(rv, self._min_rv.get(key, 0))
         self._queue.add(key)
 
     def stats(self) -> CallbackSenderStats:
@@ -630,14 +638,13 @@ class CallbackSender:
     # -- API ----------------------------------------------------------------------------------------
 
     def _current(self, key: str) -> Mapping[str, Any] | None:
-        """The workflow from the cache, or from the API when the cache is older than our last write."""
-        obj = self._get_workflow(key)
-        if obj is None:
-            return None
+        """The workflow from the cache, or from the API when the cache is older than our last write or
+        than the version a waker said it wrote."""
         with self._lock:
-            written = self._written_rv.get(key)
-        rv = _rv(str((obj.get("metadata") or {}).get("resourceVersion", "")))
-        if written is not None and rv is not None and rv < written:
+            needed = max(self._written_rv.get(key, 0), self._min_rv.pop(key, 0))
+        obj = self._get_workflow(key)
+        rv = None if obj is None else _rv(str((obj.get("metadata") or {}).get("resourceVersion", "")))
+        if needed and (obj is None or (rv is not None and rv < needed)):
             namespace, _, name = key.partition("/")
             return self._store.get(namespace, name)
         return obj
@@ -735,6 +742,7 @@ class CallbackSender:
             self._failures.pop(key, None)
             self._not_before.pop(key, None)
             self._written_rv.pop(key, None)
+            self._min_rv.pop(key, None)
 
     def _bump(self, **delta: int) -> None:
         with self._lock:

@@ -9,7 +9,7 @@ import ipaddress
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -54,13 +54,16 @@ class Receiver:
     """A real HTTP server on 127.0.0.1 (its own threads) that records every POST.
 
     ``script[event_id]`` lists the statuses to answer to that id's first attempts (then ``default``);
-    ``headers`` are added to every answer. Thread-safe; :meth:`wait_for` blocks (real time, bounded)
+    ``extra_headers`` are added to every answer. Thread-safe; :meth:`wait_for` blocks (real time, bounded)
     until ``n`` requests arrived."""
 
     def __init__(self, default: int = 200) -> None:
         self.default = default
         self.script: dict[str, list[int]] = {}
         self.extra_headers: dict[str, str] = {}
+        #: called with the event id before answering (on the server's thread), e.g. to change the
+        #: workflow while the sender waits for the answer
+        self.on_request: Callable[[str], None] | None = None
         self.requests: list[Received] = []
         self._cond = threading.Condition()
         receiver = self
@@ -93,6 +96,9 @@ class Receiver:
             queued = self.script.get(event_id)
             status = queued.pop(0) if queued else self.default
             extra = dict(self.extra_headers)
+            hook = self.on_request
+        if hook is not None:
+            hook(event_id)
         handler.send_response(status)
         for k, v in extra.items():
             handler.send_header(k, v)
