@@ -18,6 +18,7 @@ holds within its own timeout).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -186,15 +187,17 @@ class Engine:
         return all(self.informer_factory.wait_for_cache_sync(timeout).values())
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop taking work, give calls in flight ``grace`` seconds, then stop everything."""
+        """Stop taking work, give reconciles and calls in flight ``grace`` seconds in all, then stop
+        the informers, the callback sender and the Event recorder."""
         with self._lock:
             if self._state is not EngineState.STARTED:
                 self._state = EngineState.STOPPED
                 return
             self._state = EngineState.STOPPED
+        end = time.monotonic() + grace
         self.admission.stop()
         self.reconciler.stop(timeout=grace)
-        self.executor.stop(grace=grace)
+        self.executor.stop(grace=max(0.0, end - time.monotonic()))
         self.informer_factory.shutdown()
         for part in reversed(self._owned):
             try:

@@ -147,3 +147,22 @@ def test_step_attributes_are_merged_into_the_workflow(
         wf = wait_phase(crds, namespace, "data", "Success", "RollBacked", "Failed")
     assert wf["status"]["phase"] == "Success"
     assert wf["status"]["attributes"] == {"bucket": "b-1"}
+
+
+def test_a_dependent_waits_for_the_resource_status_its_upstream_reports_through_sync(
+        api_client: client.ApiClient, crds: client.CustomObjectsApi, namespace: str, tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    steps = [
+        # run reports the resource as Creating; the first sync (1 s later) reports it Ready
+        step("db", "fail", parameters=_fail(log, resourceStatus="Creating", syncResourceStatus="Ready"),
+             syncPeriodSeconds=1),
+        {**step("app", "fail", parameters=_fail(log)),
+         "dependOns": [{"name": "db", "phase": "Success", "resourceStatus": "Ready"}]},
+    ]
+    with running_engine(api_client, settings(namespace)):
+        create(crds, namespace, workflow("async", steps))
+        wf = wait_phase(crds, namespace, "async", "Success", "RollBacked", "Failed")
+    assert wf["status"]["phase"] == "Success"
+    records = [(r.step, r.direction) for r in calls(log, workflow_name="async")]
+    assert records.index(("db", "sync")) < records.index(("app", "run")), records
+    assert records[0] == ("db", "run")
