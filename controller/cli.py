@@ -20,7 +20,6 @@ Exit codes: 0 = stopped cleanly (SIGTERM/SIGINT, work drained, lease released) o
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import socket
@@ -31,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 import yaml
@@ -53,7 +52,6 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "CliOptions",
-    "ManagerRun",
     "Stopper",
     "build_settings",
     "load_config",
@@ -309,24 +307,6 @@ class Stopper:
 # main
 
 
-class ManagerRun(Protocol):
-    """``controller.manager.run``: runs until ``stopper`` fires (or leadership is lost); returns the
-    exit code."""
-
-    def __call__(self, settings: Settings, stopper: Stopper) -> int: ...
-
-
-def _find_manager() -> ManagerRun | None:
-    try:
-        module = importlib.import_module("controller.manager")
-    except ModuleNotFoundError as exc:
-        if exc.name == "controller.manager":
-            return None
-        raise
-    run: ManagerRun = module.run
-    return run
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, validate, configure logging, install signal handlers, run the manager; the exit code."""
     options = parse_args(argv)
@@ -339,10 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(render_config(settings))
         return EXIT_OK
     configure_logging(settings.process.log_format, settings.process.log_level)
-    run = _find_manager()
-    if run is None:
-        log.error("the manager is not built into this version (controller.manager.run is missing)")
-        return EXIT_FAILURE
+    from controller.manager import run  # here, not at the top: the manager imports this module
+
     stopper = Stopper().install()
     try:
         return run(settings, stopper)
