@@ -2,9 +2,11 @@
 
 ``decide`` appends each callback event to the workflow's status outbox (in the same status write as
 the transition that caused it), then the workflow reconciler calls :meth:`CallbackSender.wake` with
-the workflow's key. The sender has its own workqueue (keys deduplicated) and its own small pool of
-threads, so a slow or dead receiver never holds a reconcile worker. For a woken key it reads the
-workflow (``get_workflow``: the informer cache) and, **in order**, for each pending event:
+the workflow's key (and, ideally, the resourceVersion of that write: a cache older than it is not
+trusted, the workflow is read from the API instead). The sender has its own workqueue (keys
+deduplicated) and its own small pool of threads, so a slow or dead receiver never holds a reconcile
+worker. For a woken key it reads the workflow (``get_workflow``: the informer cache) and, **in
+order**, for each pending event:
 
 ==========================================  ==========================================================
 receiver's answer                           what the sender does
@@ -358,7 +360,8 @@ class CallbackSender:
     the sender's queue). :meth:`start`/:meth:`stop` are called once each by the owner. ``workers``
     threads take keys from the queue; the queue's processing set guarantees that one workflow is
     handled by one thread at a time, so the per-key state (``_failures``, ``_not_before``,
-    ``_written_rv``) is only touched by the thread holding that key, under ``_lock`` (shared dicts).
+    ``_written_rv``) is only touched by the thread holding that key, under ``_lock`` (shared dicts);
+    ``_min_rv`` is also raised by :meth:`wake` (any thread, under ``_lock``).
     ``_settled`` (event id -> why, TTL cache) and ``_secrets`` are shared by every thread, under
     ``_lock``. Each worker owns one ``requests.Session``. Backoff is never slept: a failed key is
     scheduled with ``add_after`` and ``_not_before`` keeps an early :meth:`wake` from cutting it short.

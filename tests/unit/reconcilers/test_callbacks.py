@@ -538,6 +538,23 @@ def test_a_stale_cache_after_our_write_does_not_post_again(receiver: Receiver) -
         h.close()
 
 
+def test_a_wake_with_the_written_version_does_not_trust_an_older_cache(receiver: Receiver) -> None:
+    snapshot: list[dict[str, Any]] = []
+    h = Harness(get_workflow=lambda key: snapshot[0])
+    try:
+        snapshot.append(h.store.put(_workflow(receiver.url)))  # the cache: nothing pending yet
+        written = h.store.put(_workflow(receiver.url, _entry("e1")))  # the reconciler's status write
+        h.sender.wake(KEY)
+        h.settle()
+        assert receiver.requests == []  # a plain wake trusts the (stale) cache
+        h.sender.wake(KEY, resource_version=written["metadata"]["resourceVersion"])
+        receiver.wait_for(1)
+        h.settle()
+        assert _pending(h.store) == []
+    finally:
+        h.close()
+
+
 def test_a_failed_status_write_does_not_post_again(harness: Harness, receiver: Receiver) -> None:
     harness.store.put(_workflow(receiver.url, _entry("e1")))
     harness.store.fail = 500
