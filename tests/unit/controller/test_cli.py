@@ -129,14 +129,6 @@ def test_print_config_shows_the_file_s_values(tmp_path: Path, capsys: pytest.Cap
     assert "#   --leader-election-namespace=wf" in out
 
 
-def test_without_a_manager_main_says_so_and_fails() -> None:
-    if (REPO / "controller" / "manager.py").exists():
-        pytest.skip("controller.manager exists: main() runs it (covered by the e2e test)")
-    r = run_cli("--no-leader-elect", "--log-format", "json")
-    assert r.returncode == 1
-    assert "controller.manager.run is missing" in r.stderr
-
-
 def test_stopper_first_stop_wins() -> None:
     s = Stopper()
     assert not s.stopped
