@@ -216,6 +216,19 @@ class _Target:
         )
 
 
+class _Key:
+    """A signing key. Its repr hides the value, so a traceback that renders frame locals or a stray
+    log call cannot leak it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<signing key>"
+
+
 def _event_id(entry: Mapping[str, Any]) -> str | None:
     value = entry.get("id")
     return value if isinstance(value, str) and value else None
@@ -409,7 +422,7 @@ class CallbackSender:
         self._written_rv: dict[str, int] = {}
         self._min_rv: dict[str, int] = {}  # from wake(resource_version=...): do not act on older snapshots
         self._settled: TTLCache[str, str] = TTLCache(maxsize=65536, ttl=SETTLED_TTL)
-        self._secrets: TTLCache[tuple[str, str, str], bytes] = TTLCache(maxsize=256, ttl=secret_ttl)
+        self._secrets: TTLCache[tuple[str, str, str], _Key] = TTLCache(maxsize=256, ttl=secret_ttl)
         self._stats = CallbackSenderStats()
         self._threads = [threading.Thread(target=self._work, name=f"callback-sender-{i}", daemon=True)
                          for i in range(workers)]
@@ -550,7 +563,7 @@ class CallbackSender:
             return None
         except UrlUnresolvable as exc:
             return self._failed(key, target, todo[0], Delivery(Outcome.RETRY, str(exc)), shown)
-        signing_key: bytes | None = None
+        signing_key: _Key | None = None
         if target.secret is not None:
             try:
                 signing_key = self._signing_key(target.namespace, target.secret)
@@ -580,7 +593,7 @@ class CallbackSender:
         return None
 
     def _post(self, session: requests.Session, target: _Target, entry: Mapping[str, Any],
-              signing_key: bytes | None, attempt: int) -> Delivery:
+              signing_key: _Key | None, attempt: int) -> Delivery:
         assert target.url is not None
         body = orjson.dumps(_plain(entry))
         headers = {
@@ -591,7 +604,7 @@ class CallbackSender:
             "X-Workflow-Delivery-Attempt": str(attempt),
         }
         if signing_key is not None:
-            headers[SIGNATURE_HEADER] = sign(signing_key, body)
+            headers[SIGNATURE_HEADER] = sign(signing_key.value, body)
         try:
             resp = session.post(target.url, data=body, headers=headers, timeout=self._timeouts,
                                 allow_redirects=False, stream=True)
@@ -687,7 +700,7 @@ class CallbackSender:
         raise ApiCallError("PATCH", f"workflows/{target.namespace}/{target.name}/status", 409, "Conflict",
                            f"still conflicting after {_CONFLICT_RETRIES} tries")
 
-    def _signing_key(self, namespace: str, ref: _SecretRef) -> bytes:
+    def _signing_key(self, namespace: str, ref: _SecretRef) -> _Key:
         if not ref.name or not ref.key:
             raise SigningKeyUnavailable("signingSecretRef needs both name and key")
         cache_key = (namespace, ref.name, ref.key)
@@ -707,9 +720,10 @@ class CallbackSender:
         if not encoded:
             raise SigningKeyUnavailable(f"{where}: the secret has no such key (or it is empty)")
         try:
-            value = base64.b64decode(encoded, validate=True)
+            value = _Key(base64.b64decode(encoded, validate=True))
         except ValueError:
             raise SigningKeyUnavailable(f"{where}: the value is not base64") from None
+        del secret, encoded  # keep no other key of the Secret around
         with self._lock:
             self._secrets[cache_key] = value
         return value
