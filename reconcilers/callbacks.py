@@ -71,7 +71,7 @@ from tenacity.wait import wait_base
 
 from informers import Clock, DelayingQueue, RealClock, ShutDown
 from informers.ratelimit import delay_for_attempt
-from reconcilers.events import ApiCallError, EventRecorder, api_request
+from reconcilers.events import ApiCallError, EventRecorder, LifeCycle, api_request
 from reconcilers.signing import SIGNATURE_HEADER, sign
 from reconcilers.urlsafety import (
     IPNetwork,
@@ -426,7 +426,7 @@ class CallbackSender:
         self._stats = CallbackSenderStats()
         self._threads = [threading.Thread(target=self._work, name=f"callback-sender-{i}", daemon=True)
                          for i in range(workers)]
-        self._started = False
+        self._state = LifeCycle.NEW
 
     # -- any thread ---------------------------------------------------------------------------------
 
@@ -456,21 +456,27 @@ class CallbackSender:
     # -- life cycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._started:
-            raise RuntimeError("CallbackSender already started")
-        self._started = True
+        with self._lock:
+            if self._state is not LifeCycle.NEW:
+                raise RuntimeError(f"CallbackSender already {self._state}")
+            self._state = LifeCycle.RUNNING
         for t in self._threads:
             t.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking keys; wait up to ``timeout`` s for requests in flight (each is bounded by the
         connect and read timeouts). Undelivered events stay in the outbox for the next process."""
+        with self._lock:
+            started = self._state is LifeCycle.RUNNING
+            self._state = LifeCycle.STOPPING if started else LifeCycle.STOPPED
         self._queue.shutdown()
-        if not self._started:
+        if not started:
             return
         deadline = time.monotonic() + timeout  # real time: joining threads, not scheduling work
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._state = LifeCycle.STOPPED
 
     # -- worker threads -----------------------------------------------------------------------------
 

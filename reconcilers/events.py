@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from enum import StrEnum
 from secrets import token_hex
 from typing import Any, Final, Protocol
 
@@ -55,6 +56,7 @@ __all__ = [
     "EventRecorderStats",
     "EventSink",
     "Involved",
+    "LifeCycle",
     "MemoryEventSink",
     "SpamFilter",
     "api_request",
@@ -279,6 +281,13 @@ class MemoryEventSink:
             self.events.pop((namespace, name), None)
 
 
+class LifeCycle(StrEnum):
+    NEW = "New"
+    RUNNING = "Running"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+
+
 @dataclass(frozen=True)
 class EventRecorderStats:
     recorded: int = 0  # accepted into the queue
@@ -353,7 +362,7 @@ class EventRecorder:
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
         self._busy = False
-        self._state = "new"  # new -> running -> stopping -> stopped
+        self._state = LifeCycle.NEW  # NEW -> RUNNING -> STOPPING -> STOPPED (or NEW -> STOPPED)
         self._stats = EventRecorderStats()
         self._cache: LRUCache[EventKey, _Aggregate] = LRUCache(LRU_ENTRIES)
         self._spam = SpamFilter(self._clock, burst=spam_burst, qps=spam_qps)
@@ -369,7 +378,7 @@ class EventRecorder:
         item = _Item(Involved.of(involved), type, reason[:MAX_REASON_CHARS], truncate_message(message),
                      self._now())
         with self._cond:
-            if len(self._queue) >= self._max_queue or self._state in ("stopping", "stopped"):
+            if len(self._queue) >= self._max_queue or self._state in (LifeCycle.STOPPING, LifeCycle.STOPPED):
                 self._bump_locked(dropped=1)
                 dropped = self._stats.dropped
             else:
@@ -395,28 +404,28 @@ class EventRecorder:
 
     def start(self) -> None:
         with self._cond:
-            if self._state != "new":
+            if self._state is not LifeCycle.NEW:
                 raise RuntimeError(f"EventRecorder already {self._state}")
-            self._state = "running"
+            self._state = LifeCycle.RUNNING
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is queued (within ``timeout``), then stop; later records are dropped."""
         with self._cond:
-            started = self._state == "running"
-            self._state = "stopping" if started else "stopped"
+            started = self._state is LifeCycle.RUNNING
+            self._state = LifeCycle.STOPPING if started else LifeCycle.STOPPED
             self._cond.notify_all()
         if started:
             self._thread.join(timeout)
             with self._cond:
-                self._state = "stopped"
+                self._state = LifeCycle.STOPPED
 
     # -- the recorder's thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and self._state == "running":
+                while not self._queue and self._state is LifeCycle.RUNNING:
                     due = min(self._deferred.values(), default=None)
                     now = self._clock.now()
                     if due is None:
@@ -425,7 +434,7 @@ class EventRecorder:
                         break
                     else:
                         self._clock.wait(self._cond, due - now)
-                if not self._queue and self._state != "running":
+                if not self._queue and self._state is not LifeCycle.RUNNING:
                     if self._deferred:
                         log.info("deferred event writes abandoned at stop", events=len(self._deferred))
                     return
