@@ -299,8 +299,9 @@ class Harness:
         self.recorder = EventRecorder(client.ApiClient(), sink=self.events)
         get = kwargs.pop("get_workflow", self.store.get_cached)
         kwargs.setdefault("backoff", wait_exponential(multiplier=1, max=60))  # exact, no jitter
-        self.sender = CallbackSender(client.ApiClient(), get_workflow=get, connect_timeout=2.0,
-                                     read_timeout=5.0, clock=self.clock, store=self.store,
+        kwargs.setdefault("connect_timeout", 2.0)
+        kwargs.setdefault("read_timeout", 5.0)
+        self.sender = CallbackSender(client.ApiClient(), get_workflow=get, clock=self.clock, store=self.store,
                                      event_recorder=self.recorder, **kwargs)
         self.recorder.start()
         self.sender.start()
@@ -398,6 +399,32 @@ def test_retry_after_is_honoured(harness: Harness, receiver: Receiver) -> None:
     receiver.wait_for(1)
     wait_until(lambda: harness.next_retry_in() is not None, what="a retry to be scheduled")
     assert harness.next_retry_in() == 30.0
+
+
+def test_a_read_timeout_is_retried(receiver: Receiver) -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hang_first(event_id: str) -> None:
+        calls.append(event_id)
+        if len(calls) == 1:
+            release.wait(20)  # answer only after the sender gave up on this request
+
+    receiver.on_request = hang_first
+    h = Harness(read_timeout=0.2)
+    try:
+        h.store.put(_workflow(receiver.url, _entry("e1")))
+        h.sender.wake(KEY)
+        wait_until(lambda: h.next_retry_in() is not None, what="a retry to be scheduled")
+        release.set()
+        assert h.sender.stats().retried == 1
+        assert _pending(h.store) == ["e1"]
+        h.clock.advance(h.next_retry_in() or 0)
+        wait_until(lambda: not _pending(h.store), what="the retry to deliver")
+        assert calls == ["e1", "e1"]
+        assert "failed, will retry: timeout" in h.warnings()[0][1]
+    finally:
+        h.close()
 
 
 def test_a_4xx_drops_the_event_with_a_warning_and_the_rest_go_on(harness: Harness,
