@@ -10,7 +10,8 @@ in the order ``decision.py`` documents, and stops at the first conflict.
    garbage collector runs; with one it is harmless);
 5. hand the invocations to the step executor;
 6. wake the callback sender;
-7. record Kubernetes Events.
+7. record Kubernetes Events (once the workflow's status write succeeded, even if a later write fails:
+   the phase moved, so the next decision will not repeat them).
 
 At most one status write per object. Every successful write is remembered in the expectations (so the
 next reconcile does not act on an older cached copy); a 409 is remembered too (the cached copy is known
@@ -75,10 +76,7 @@ class Applier:
         Raises Conflict (requeue now), NotFound or another KubeError (requeue with backoff)."""
         meta = _meta(workflow)
         ns, name = str(meta.get("namespace") or ""), str(meta["name"])
-        wf_key = f"{ns}/{name}"
-        wf_exp = object_key("Workflow", ns, name)
         latest: Obj = workflow
-        step_rvs = {n: _rv(o) for n, o in steps.items()}
 
         for create in decision.creates:
             body = create.body
@@ -95,7 +93,23 @@ class Applier:
             patch = merge_patch(old, decision.workflow.to_status())
             if patch:
                 latest = self._write_status("Workflow", ns, name, _rv(workflow), patch)
+                try:
+                    latest = self._apply_rest(latest, steps, decision)
+                finally:
+                    # The workflow's transition is written: its Events are due even if a later write
+                    # failed (the next decide will not repeat them: the phase already moved).
+                    self._record_events(latest, steps, decision)
+                return
+        latest = self._apply_rest(latest, steps, decision)
+        self._record_events(latest, steps, decision)
 
+    def _apply_rest(self, workflow: Obj, steps: Mapping[str, Obj], decision: Decision) -> Obj:
+        """Steps 3 to 6 (after the workflow's status); returns the latest copy of the workflow."""
+        meta = _meta(workflow)
+        ns = str(meta.get("namespace") or "")
+        wf_key = f"{ns}/{meta['name']}"
+        latest = workflow
+        step_rvs = {n: _rv(o) for n, o in steps.items()}
         for change in decision.steps:
             cached = steps.get(change.object_name)
             old = StepStatus.from_dict(cached.get("status") if cached else None).to_status()
@@ -115,7 +129,7 @@ class Applier:
                 latest = self._finalizer(latest, fin, _rv(latest))
                 released = released or (not fin.add and bool(meta.get("deletionTimestamp")))
         if released:
-            self.expectations.forget(wf_exp)
+            self.expectations.forget(object_key("Workflow", ns, str(meta["name"])))
             for obj_name in steps:
                 self.expectations.forget(object_key("Step", ns, obj_name))
                 with contextlib.suppress(NotFound):
@@ -125,12 +139,14 @@ class Applier:
         for inv in decision.invocations:
             self.submit(wf_key, inv)
 
-        pending = ((workflow.get("status") or {}).get("callbacks") or {}).get("pending")
+        pending = ((latest.get("status") or {}).get("callbacks") or {}).get("pending")
         if decision.callbacks or pending:
             self.callbacks.wake(wf_key)
+        return latest
 
+    def _record_events(self, workflow: Obj, steps: Mapping[str, Obj], decision: Decision) -> None:
         for event in decision.events:
-            involved = latest if event.object_kind == "Workflow" else steps.get(event.object_name)
+            involved = workflow if event.object_kind == "Workflow" else steps.get(event.object_name)
             if involved is not None:
                 self.events.record(involved, event.type, event.reason, event.message)
 
