@@ -254,6 +254,17 @@ def test_check_url() -> None:
         check_url("http://nowhere.invalid/", policy, _resolver())
 
 
+@pytest.mark.parametrize("url", [
+    "http://2852039166/",  # 169.254.169.254 as one decimal number (the system resolver accepts it)
+    "http://0xa9.0xfe.0xa9.0xfe/",  # ... in hex
+    "http://[::ffff:a9fe:a9fe]/",  # ... IPv4-mapped
+    "http://[fe80::1%25eth0]/",  # a link-local address with a zone
+])
+def test_disguised_metadata_and_link_local_addresses_are_refused(url: str) -> None:
+    with pytest.raises(UrlRefused, match=r"metadata|link-local"):
+        check_url(url, UrlPolicy())
+
+
 def test_redact_drops_credentials_query_and_fragment() -> None:
     assert redact("https://user:pw@hooks.example:8443/a/b?token=s3cret#f") == "https://hooks.example:8443/a/b"
     assert redact("http://[::1]:80/x") == "http://[::1]:80/x"
