@@ -101,3 +101,20 @@ def test_a_rollback_failing_for_good_is_passed_over_and_deleted_with_always(
     records = calls(log, workflow_name="gone")
     assert [(r.step, r.direction) for r in records] == [
         ("a", "run"), ("b", "run"), ("b", "rollback"), ("b", "rollback"), ("a", "rollback")]
+
+
+def test_a_run_finishing_after_the_deletion_never_moves_the_step_back(
+        api_client: client.ApiClient, crds: client.CustomObjectsApi, namespace: str, tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    p = {"callLog": str(log), "sleepSeconds": "2"}
+    with running_engine(api_client, settings(namespace)):
+        create(crds, namespace, workflow("late", [step("slow", "fail", parameters=p)]))
+        wait_for(lambda: step_phases(crds, namespace, "late").get("slow") == "Running",
+                 message="the slow step running")
+        _delete(crds, namespace, "late")  # the reconciler moves the step to RollingBack mid-run
+        wait_for(lambda: get(crds, namespace, "late") is None, timeout=90,
+                 message=lambda: f"late gone: {get(crds, namespace, 'late')!r:.1500}")
+    records = calls(log, workflow_name="late")
+    assert [(r.direction, r.outcome) for r in records] == [("run", "ok"), ("rollback", "ok")]
+    # one call per step at a time: the rollback (2 s) started after the run ended
+    assert records[1].ts - records[0].ts >= 2.0 - 0.05
