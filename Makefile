@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit integration testenv venv clean
+.PHONY: run cluster test lint unit integration testenv helm venv clean
 
 $(STAMP): pyproject.toml setup.cfg
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is needed" or 0)'
@@ -17,13 +17,21 @@ $(STAMP): pyproject.toml setup.cfg
 
 venv: $(STAMP)
 
-# Build kube-apiserver, etcd and helm from Go modules (cached outside the repo, keyed by go.sum).
+# Build kube-apiserver and etcd (and helm, for the chart tests) from Go modules; cached outside the
+# repo, keyed by go.sum, so only the first build takes minutes.
 testenv:
 	@bash hack/kube-testenv/build.sh >/dev/null
+
+helm:
 	@bash hack/helm/build.sh >/dev/null
 
-# Start the local control plane in the foreground (Ctrl-C stops it).
+# The controller with the original README's example: on the local control plane unless KUBECONFIG is
+# set. Runs in the foreground until Ctrl-C.
 run: venv testenv
+	PYTHONPATH=hack $(PY) hack/run_local.py
+
+# Only the local control plane, in the foreground (prints its KUBECONFIG path; Ctrl-C stops it).
+cluster: venv testenv
 	PYTHONPATH=hack $(PY) -m kubetestenv up --kubeconfig-out .kube-testenv/kubeconfig
 
 lint: venv
@@ -34,11 +42,11 @@ lint: venv
 unit: venv
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv testenv
+integration: venv testenv helm
 	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
 
 # Everything: gates, then all tests against the real control plane.
-test: venv testenv lint
+test: venv testenv helm lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
