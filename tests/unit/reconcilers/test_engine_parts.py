@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from reconcilers.kube import merge_patch
 from reconcilers.settings import EngineSettings, StepLimits
 from reconcilers.state_machine.decision import CallKind, Invocation
 from reconcilers.state_machine.types import Failure, Phase, Resource, Step, StepStatus, StepTemplate
-from reconcilers.steps import CallOutcome, _apply_outcome
+from reconcilers.steps import CallOutcome, StepExecutor, _apply_outcome, _TypeQueue
 from reconcilers.workflow import owned_by, owner_key
 from stepkit import IgnorableError, PermanentError, ResourceStatus, RetryableError, StepResult
 
@@ -187,3 +188,28 @@ def test_a_step_belongs_to_its_controlling_workflow_incarnation() -> None:
     assert not owned_by(step, "u2")
     assert owner_key({"metadata": {"namespace": "ns", "name": "x", "labels": {"workflow": "w"}}}) == "ns/w"
     assert owner_key({"metadata": {"namespace": "ns", "name": "x"}}) is None
+
+
+# ------------------------------------------------------------------------------------ step tokens
+
+
+def test_a_key_without_a_token_waits_with_a_reservation_and_redeems_it() -> None:
+    clock = FakeClock()
+    none: Any = None
+    executor = StepExecutor(kube=none, registry=none, workflows=none, steps=none,
+                            expectations=Expectations(), settings=EngineSettings(), now=lambda: NOW,
+                            clock=clock, metrics=none)
+    tq = _TypeQueue("fail", qps=2.0, burst=2, concurrency=1, clock=clock, metrics=None)
+    try:
+        assert executor._token(tq, "ns/a")
+        assert executor._token(tq, "ns/b")
+        assert not executor._token(tq, "ns/c")  # the bucket is empty: c waits 0.5 s for its token
+        assert tq.reservations == {"ns/c": clock.now() + 0.5}
+        assert tq.queue.waiting() == 1
+        assert not executor._token(tq, "ns/c")  # woken early: still not its time, no second token
+        clock.advance(0.5)
+        assert executor._token(tq, "ns/c")
+        assert tq.reservations == {}
+        assert not executor._token(tq, "ns/d")  # c's token was the one refilled meanwhile
+    finally:
+        tq.queue.shutdown()
