@@ -45,7 +45,9 @@ class RealClock:
 class FakeClock:
     """A clock that moves only when told to.
 
-    Contract: any thread may call any method. ``_lock`` guards ``_now`` and ``_waiters``; a waiter
+    Contract: any thread may call any method. A ``wait`` timeout counts from the moment the calling
+    thread last read ``now()`` (when it computed the timeout), so no wake-up is lost to an ``advance``
+    that lands between the two calls. ``_lock`` guards ``_now`` and ``_waiters``; a waiter
     registers itself under ``_lock`` while already holding its own condition, and ``advance`` notifies
     a waiter only after releasing ``_lock`` and acquiring that condition, so a notification can never
     fall between a waiter's deadline check and its ``cond.wait()`` (no lost wake-ups) and the lock
@@ -58,18 +60,26 @@ class FakeClock:
         # token -> (deadline, condition); deadline None = wait without timeout (still counted).
         self._waiters: dict[int, tuple[float | None, threading.Condition]] = {}
         self._next_token = 0
+        self._seen = threading.local()  # per thread: the time it last read
 
     def now(self) -> float:
         with self._lock:
+            self._seen.now = self._now
             return self._now
 
     def wait(self, cond: threading.Condition, timeout: float | None) -> None:
         if timeout is not None and timeout <= 0:
             return
         with self._lock:
+            # The timeout counts from the last time this thread read now(), i.e. when the caller
+            # computed it: an advance() in between cannot push the deadline later and lose a wake-up.
+            base = getattr(self._seen, "now", self._now)
+            self._seen.now = self._now
             token = self._next_token
             self._next_token += 1
-            deadline = None if timeout is None else self._now + timeout
+            deadline = None if timeout is None else base + timeout
+            if deadline is not None and deadline <= self._now:
+                return
             self._waiters[token] = (deadline, cond)
             self._lock.notify_all()  # for block_until_waiters
         try:
@@ -77,6 +87,7 @@ class FakeClock:
         finally:
             with self._lock:
                 self._waiters.pop(token, None)
+                self._seen.now = self._now
                 self._lock.notify_all()
 
     def advance(self, seconds: float) -> None:

@@ -55,3 +55,27 @@ def test_zero_timeout_returns_at_once() -> None:
         FakeClock().wait(cond, 0)
         RealClock().wait(cond, 0)
     assert FakeClock(5.0).now() == 5.0
+
+
+def test_an_advance_between_reading_now_and_waiting_loses_no_wake_up() -> None:
+    clock = FakeClock()
+    cond = threading.Condition()
+    read = threading.Event()
+    go = threading.Event()
+    woke = threading.Event()
+
+    def waiter() -> None:
+        with cond:
+            timeout = clock.now() + 1.0 - clock.now()  # computed from a reading of now() ...
+            read.set()
+            go.wait(5)  # ... then the test advances the clock right here, before the wait
+            clock.wait(cond, timeout)
+        woke.set()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    read.wait(5)
+    clock.advance(1.0)  # the deadline has passed before the waiter even parks
+    go.set()
+    t.join(5)
+    assert woke.is_set()

@@ -354,3 +354,51 @@ def test_enqueue_handler_gives_initial_list_and_resync_low_priority() -> None:
         assert q.get().key == "ns/w1"
     finally:
         env.informer.stop()
+
+
+def test_wait_for_sync_times_out_on_the_injected_clock() -> None:
+    env = Env()
+    env.lw.fail_next_list(ApiError(500, "InternalError", "etcd down"))
+    result: list[bool] = []
+    t = threading.Thread(target=lambda: result.append(env.informer.wait_for_sync(0.5)))
+    env.informer.start()
+    t.start()
+    try:
+        env.clock.block_until_waiters(2)  # the waiter and the reflector's backoff (0.8 s)
+        env.clock.advance(0.5)            # the waiter's 0.5 s are over, the backoff is not
+        t.join(5)
+        assert result == [False]
+        env.clock.advance(10)             # the retried LIST succeeds
+        wait_until(env.informer.has_synced)
+        assert env.informer.wait_for_sync(0.0)
+    finally:
+        env.informer.stop()
+
+
+def test_resync_period_of_a_late_handler_is_raised_to_the_check_period() -> None:
+    env = Env(resync=30.0)
+    try:
+        env.start()
+        assert env.informer.add_event_handler(RecordingHandler(), resync_period=5.0).resync_period == 30.0
+        assert env.informer.add_event_handler(RecordingHandler(), resync_period=0).resync_period == 0.0
+        assert env.informer.add_event_handler(RecordingHandler(), resync_period=60).resync_period == 60.0
+    finally:
+        env.informer.stop()
+
+
+def test_factory_shares_informers_by_resource_and_selectors() -> None:
+    from kubernetes import client
+
+    from informers.factory import SharedInformerFactory
+    from informers.listwatch import Resource
+    from informers.store import label_index_func
+
+    factory = SharedInformerFactory(client.ApiClient(), namespace="ns")
+    res = Resource("g", "v1", "things")
+    a = factory.informer_for(res)
+    b = factory.informer_for(res, indexers={"wf": label_index_func("workflow")})
+    c = factory.informer_for(res, label_selector="x=y")
+    d = factory.informer_for(res, namespace="other")
+    assert a is b
+    assert len({id(a), id(c), id(d)}) == 3
+    assert "wf" in a.indexer.indexer_names()
