@@ -24,6 +24,9 @@ URL refused (see :mod:`.urlsafety`)         every pending event of the workflow 
                                             error log and a Warning Event ``CallbackURLRefused``
 ==========================================  ==========================================================
 
+A workflow whose ``spec.callback`` was removed while events were pending has them dropped (logged,
+counted as refused): they have nowhere to go.
+
 With ``max_attempts`` set, an event that failed that many times is rejected too; by default retryable
 failures are retried for ever (at-least-once: a receiver that is down for a day gets its events when
 it comes back, at one try per workflow per minute).
