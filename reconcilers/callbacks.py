@@ -20,8 +20,8 @@ receiver's answer                           what the sender does
 other 3xx/4xx (redirects are not followed)  rejected: the receiver will never accept this body, so the
                                             event is dropped from ``pending``, logged, counted and
                                             reported with a Warning Event ``CallbackRejected``
-URL refused (see :mod:`.urlsafety`)         every pending event of the workflow is dropped, with an
-                                            error log and a Warning Event ``CallbackURLRefused``
+URL refused (see :mod:`.urlsafety`), before  every pending event of the workflow is dropped, with an
+the request or once connected               error log and a Warning Event ``CallbackURLRefused``
 ==========================================  ==========================================================
 
 A workflow whose ``spec.callback`` was removed while events were pending has them dropped (logged,
@@ -83,6 +83,8 @@ from reconcilers.urlsafety import (
     UrlRefused,
     UrlUnresolvable,
     check_url,
+    checked_adapter,
+    peer_refusal,
     redact,
 )
 
@@ -119,6 +121,7 @@ class Outcome(StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"
     REJECTED = "rejected"
+    REFUSED = "refused"  # the connection reached an address the URL policy refuses
 
 
 @dataclass(frozen=True)
@@ -485,6 +488,9 @@ class CallbackSender:
 
     def _work(self) -> None:
         session = self._session_factory()
+        adapter = checked_adapter(self._policy)  # re-check the address each new connection reached
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         try:
             while True:
                 try:
@@ -562,13 +568,7 @@ class CallbackSender:
         try:
             check_url(target.url, self._policy, *((self._resolver,) if self._resolver else ()))
         except UrlRefused as exc:
-            for e in todo:
-                settled[str(_event_id(e))] = "refused"
-            self._bump(refused=len(todo))
-            log.error("callback URL refused; pending callbacks dropped", workflow=key, url=shown,
-                      why=str(exc), events=len(todo))
-            self._event(target, "CallbackURLRefused",
-                        f"callback URL {shown} refused: {exc}; {len(todo)} pending event(s) dropped")
+            self._refuse(key, target, todo, str(exc), shown, settled)
             return None
         except UrlUnresolvable as exc:
             return self._failed(key, target, todo[0], Delivery(Outcome.RETRY, str(exc)), shown)
@@ -578,7 +578,7 @@ class CallbackSender:
                 signing_key = self._signing_key(target.namespace, target.secret)
             except SigningKeyUnavailable as exc:
                 return self._failed(key, target, todo[0], Delivery(Outcome.RETRY, str(exc)), shown)
-        for entry in todo:
+        for i, entry in enumerate(todo):
             eid = str(_event_id(entry))
             attempt = self._failures_of(key, eid) + 1
             result = self._post(session, target, entry, signing_key, attempt)
@@ -589,6 +589,9 @@ class CallbackSender:
                 log.debug("callback delivered", workflow=key, event_id=eid, detail=result.detail,
                           attempt=attempt)
                 continue
+            if result.outcome is Outcome.REFUSED:
+                self._refuse(key, target, todo[i:], result.detail, shown, settled)
+                return None
             if result.outcome is Outcome.REJECTED:
                 settled[eid] = "rejected"
                 self._reject(key, target, entry, result.detail, shown)
@@ -620,6 +623,9 @@ class CallbackSender:
         except requests.Timeout:
             return Delivery(Outcome.RETRY, "timeout")
         except requests.ConnectionError as exc:
+            refused = peer_refusal(exc)
+            if refused is not None:
+                return Delivery(Outcome.REFUSED, refused)
             return Delivery(Outcome.RETRY, f"connection error ({type(exc).__name__})")
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
                 requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader) as exc:
@@ -650,6 +656,17 @@ class CallbackSender:
         what = f"callback {entry.get('type', '')} ({eid}) to {shown}"
         self._event(target, "CallbackRetrying", f"{what} failed, will retry: {result.detail}")
         return delay
+
+    def _refuse(self, key: str, target: _Target, todo: list[Mapping[str, Any]], why: str, shown: str,
+                settled: dict[str, str]) -> None:
+        for e in todo:
+            settled[str(_event_id(e))] = "refused"
+            self._clear_failures(key, str(_event_id(e)))
+        self._bump(refused=len(todo))
+        log.error("callback URL refused; pending callbacks dropped", workflow=key, url=shown, why=why,
+                  events=len(todo))
+        self._event(target, "CallbackURLRefused",
+                    f"callback URL {shown} refused: {why}; {len(todo)} pending event(s) dropped")
 
     def _reject(self, key: str, target: _Target, entry: Mapping[str, Any], detail: str, shown: str) -> None:
         eid = str(_event_id(entry))

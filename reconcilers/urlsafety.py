@@ -14,9 +14,14 @@ Every address the name resolves to must pass (an attacker controlling DNS could 
 address in). IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry. Only ``http`` and
 ``https`` URLs are accepted.
 
-Not guaranteed: DNS rebinding between this check and the connection ``requests`` makes (it resolves
-again). Closing that gap needs connecting to the checked address itself; with the default
-``allow_private_networks=True`` the check is about metadata and link-local addresses only anyway.
+The check runs twice: :func:`check_url` on the URL before the request (every resolved address), and
+:func:`checked_adapter`, a ``requests`` transport adapter that checks the address each new connection
+actually reached, before a byte of the request is sent (the name is resolved again when connecting:
+DNS may have changed in between - "DNS rebinding"). A connection refused there raises
+:class:`PeerRefused` inside the ``requests`` exception; :func:`peer_refusal` digs it out.
+
+Not guaranteed: through an HTTP(S) proxy (``HTTP_PROXY``/``HTTPS_PROXY`` in the environment) the
+connection goes to the proxy, which resolves the name itself; only :func:`check_url` applies then.
 """
 
 from __future__ import annotations
@@ -28,15 +33,22 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import urllib3.connection
+import urllib3.connectionpool
+from requests.adapters import HTTPAdapter
+
 __all__ = [
     "METADATA_ADDRESSES",
     "IPAddress",
     "IPNetwork",
+    "PeerRefused",
     "UrlPolicy",
     "UrlRefused",
     "UrlUnresolvable",
     "check_url",
+    "checked_adapter",
     "classify",
+    "peer_refusal",
     "redact",
     "refusal",
 ]
@@ -153,3 +165,67 @@ def check_url(url: str, policy: UrlPolicy, resolve: Resolver = socket.getaddrinf
         if why:
             raise UrlRefused(f"{host}: {why}")
     return addresses
+
+
+class PeerRefused(OSError):
+    """A new connection reached an address the policy refuses (raised before anything is sent)."""
+
+
+def _verify_peer(host: str, proxy: object, sock: socket.socket, policy: UrlPolicy) -> None:
+    if proxy is not None:
+        return  # connected to the proxy, not to the target (see the module docstring)
+    try:
+        peer = ipaddress.ip_address(str(sock.getpeername()[0]).split("%")[0])
+    except (OSError, ValueError):
+        return  # not an IP socket (cannot happen for http/https); nothing to judge
+    why = refusal(peer, policy)
+    if why:
+        sock.close()
+        raise PeerRefused(f"{host}: connected to {why}")
+
+
+def checked_adapter(policy: UrlPolicy) -> HTTPAdapter:
+    """A ``requests`` adapter (mount it for ``http://`` and ``https://``) whose new connections are
+    checked against ``policy`` once connected, before the request is sent."""
+
+    class CheckedHTTPConnection(urllib3.connection.HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            _verify_peer(self.host, self.proxy, sock, policy)
+            return sock
+
+    class CheckedHTTPSConnection(urllib3.connection.HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            _verify_peer(self.host, self.proxy, sock, policy)
+            return sock
+
+    class CheckedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+        ConnectionCls = CheckedHTTPConnection
+
+    class CheckedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+        ConnectionCls = CheckedHTTPSConnection
+
+    class CheckedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": CheckedHTTPPool, "https": CheckedHTTPSPool}
+
+    return CheckedAdapter()
+
+
+def peer_refusal(exc: BaseException) -> str | None:
+    """The :class:`PeerRefused` message somewhere inside a ``requests``/``urllib3`` exception, if any."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, PeerRefused):
+            return str(e)
+        for nxt in (e.__cause__, e.__context__, getattr(e, "reason", None), *e.args):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+    return None

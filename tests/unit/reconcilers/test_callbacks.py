@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+import requests
 from kubernetes import client
 from tenacity import wait_exponential
 
@@ -33,7 +34,17 @@ from reconcilers.callbacks import (
 )
 from reconcilers.events import EventRecorder, MemoryEventSink
 from reconcilers.signing import SIGNATURE_HEADER, sign, verify
-from reconcilers.urlsafety import UrlPolicy, UrlRefused, UrlUnresolvable, check_url, classify, redact, refusal
+from reconcilers.urlsafety import (
+    UrlPolicy,
+    UrlRefused,
+    UrlUnresolvable,
+    check_url,
+    checked_adapter,
+    classify,
+    peer_refusal,
+    redact,
+    refusal,
+)
 
 # --------------------------------------------------------------------------------------- receiver
 
@@ -263,6 +274,20 @@ def test_check_url() -> None:
 def test_disguised_metadata_and_link_local_addresses_are_refused(url: str) -> None:
     with pytest.raises(UrlRefused, match=r"metadata|link-local"):
         check_url(url, UrlPolicy())
+
+
+def test_the_checked_adapter_refuses_a_connection_to_a_refused_address(receiver: Receiver) -> None:
+    session = requests.Session()
+    adapter = checked_adapter(UrlPolicy(allow_private_networks=False))
+    session.mount("http://", adapter)
+    with pytest.raises(requests.ConnectionError) as info:
+        session.post(receiver.url, data=b"{}", timeout=(2, 5))
+    assert peer_refusal(info.value) == "127.0.0.1: connected to 127.0.0.1 is a loopback address and " \
+        "private networks are not allowed"
+    assert receiver.requests == []  # refused before anything was sent
+    session.mount("http://", checked_adapter(UrlPolicy()))
+    assert session.post(receiver.url, data=b"{}", timeout=(2, 5)).status_code == 200
+    session.close()
 
 
 def test_redact_drops_credentials_query_and_fragment() -> None:
@@ -497,6 +522,25 @@ def test_a_metadata_url_is_refused_without_a_request(harness: Harness) -> None:
     (warning,) = harness.warnings()
     assert warning[0] == "CallbackURLRefused"
     assert "169.254.169.254 is a metadata address" in warning[1]
+
+
+def test_dns_rebinding_is_caught_when_connecting(receiver: Receiver) -> None:
+    """The name passes the check (the resolver says it is public), then resolves to loopback when
+    requests connects: the connection is refused before the request is sent."""
+    h = Harness(allow_private_networks=False, resolver=_resolver("93.184.216.34"))
+    try:
+        url = receiver.url.replace("127.0.0.1", "localhost")
+        h.store.put(_workflow(url, _entry("e1"), _entry("e2")))
+        h.sender.wake(KEY)
+        wait_until(lambda: h.store.writes == 1, what="the refused events to be dropped")
+        assert receiver.requests == []
+        assert h.sender.stats().refused == 2
+        (warning,) = h.warnings()
+        assert warning[0] == "CallbackURLRefused"
+        assert "localhost: connected to" in warning[1]
+        assert "2 pending event(s) dropped" in warning[1]
+    finally:
+        h.close()
 
 
 def test_private_networks_can_be_refused(receiver: Receiver) -> None:
