@@ -3,11 +3,6 @@
 Workflows are created with the CRDs of deploy/crds/ and their ``status.callbacks.pending`` is written by
 hand through the status subresource (what ``decide`` writes; no engine needed). The sender reads them
 through a real informer (like the engine) and writes its removals to the API.
-
-``spec.callback.signingSecretRef`` is not in deploy/crds/ yet (reported): the API server would prune it.
-The ``crds`` fixture therefore installs the CRDs with that one optional field added to the callback
-schema when it is missing - exactly the proposed CRD change - and
-``test_the_shipped_crd_has_signing_secret_ref`` fails (xfail) until the CRD has it.
 """
 
 from __future__ import annotations
@@ -319,7 +314,5 @@ def test_events_appended_during_a_post_survive_the_conflict(
     assert sender.stats().conflicts >= 1
 
 
-@pytest.mark.xfail(reason="deploy/crds lacks spec.callback.signingSecretRef (reported to the session)",
-                   strict=False)
 def test_the_shipped_crd_has_signing_secret_ref() -> None:
-    assert "signingSecretRef" in _callback_schema(_shipped_workflow_crd())["properties"]
+    assert _callback_schema(_shipped_workflow_crd())["properties"]["signingSecretRef"] == SIGNING_SECRET_REF
