@@ -265,6 +265,8 @@ class StepExecutor:
 
     def _process(self, tq: _TypeQueue, key: str) -> None:
         with self._lock:
+            if self._stopping:  # the queue drains what is ready at shutdown: start no new call
+                return
             wanted = self._wanted.get(key)
         if wanted is None:
             return

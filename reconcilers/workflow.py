@@ -150,6 +150,7 @@ class WorkflowReconciler:
         self.queue: RateLimitingQueue[str] = RateLimitingQueue(
             "workflow", clock=clock, metrics_provider=queue_metrics)
         self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
         workflows.add_event_handler(EnqueueHandler(self.queue))
         steps.add_event_handler(_StepHandler(self.queue))
 
@@ -163,6 +164,7 @@ class WorkflowReconciler:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking keys; wait up to ``timeout`` for reconciles in progress."""
+        self._stopping.set()  # the queue drains what is ready at shutdown: those keys are skipped
         self.queue.shutdown()
         end = time.monotonic() + timeout
         for t in self._threads:
@@ -177,7 +179,8 @@ class WorkflowReconciler:
         while True:
             try:
                 with self.queue.get() as key:
-                    self.process(key)
+                    if not self._stopping.is_set():
+                        self.process(key)
             except ShutDown:
                 return
 
