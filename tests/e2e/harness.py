@@ -87,14 +87,16 @@ def write_token_kubeconfig(path: Path, server: str, ca_cert: Path, user: str, to
 
 @contextlib.contextmanager
 def install_controller_identity(control_plane: ControlPlane, api_client: client.ApiClient, namespace: str,
-                                workdir: Path) -> Iterator[Path]:
-    """CRDs, then the ServiceAccount and exactly the RBAC of deploy/manifests moved into ``namespace``,
-    then a TokenRequest token for the ServiceAccount; yields a kubeconfig that authenticates with it.
-    No kube-controller-manager runs, so no token Secret would ever be filled in: TokenRequest it is."""
+                                workdir: Path, *, without: frozenset[str] = frozenset()) -> Iterator[Path]:
+    """CRDs, then the ServiceAccount and exactly the RBAC of deploy/manifests moved into ``namespace``
+    (less the kinds in ``without``, for negative controls), then a TokenRequest token for the
+    ServiceAccount; yields a kubeconfig that authenticates with it. No kube-controller-manager runs, so
+    no token Secret would ever be filled in: TokenRequest it is."""
     install_crds(api_client)
     docs = renamed_rbac(namespace, namespace)
     assert {d["kind"] for d in docs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
                                          "RoleBinding"}, [d["kind"] for d in docs]
+    docs = [d for d in docs if d["kind"] not in without]
     admin = control_plane.kubeconfig
     ok(kubectl(admin, "apply", "-f", "-", stdin=dump(docs)))
     try:

@@ -2,7 +2,8 @@
 the real kube-apiserver, authenticated as the ServiceAccount of deploy/ (a TokenRequest token) with
 exactly the RBAC of deploy/manifests/02-rbac.yaml.
 
-* the README example completes, and the log has no authorization failure: the RBAC is sufficient;
+* the README example completes, and the log has no authorization failure: the RBAC is sufficient
+  (the negative control, without the ClusterRoleBinding, shows the check is not vacuous);
 * /metrics has the workqueue and reconcile series with totals > 0, /healthz and /readyz answer 200;
 * a second instance stays standby; SIGKILL of the leader → the standby takes over within the lease
   protocol's bound and finishes the in-flight workflows;
@@ -25,6 +26,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from kubetestenv import ControlPlane
 from tests.e2e.harness import (
     LEASE_DURATION,
     RETRY_PERIOD,
@@ -32,6 +34,7 @@ from tests.e2e.harness import (
     Launcher,
     controller_command,
     forbidden_lines,
+    install_controller_identity,
     lease_holder,
     sample,
     samples,
@@ -225,6 +228,28 @@ def test_sigterm_drains_in_flight_calls_releases_the_lease_and_exits_0(
     only = steps_of(api, namespace, "slow")["only"]
     assert (only.get("status") or {}).get("phase") == "Success", only.get("status")
     assert forbidden_lines(ctl.lines()) == []
+
+
+def test_without_the_cluster_role_binding_the_log_shows_403_and_it_never_turns_ready(
+    control_plane: ControlPlane, api_client: client.ApiClient, namespace: str, tmp_path: Path,
+    controllers: Launcher,
+) -> None:
+    """The negative control of the RBAC test above (its "no 403" check is not vacuous): the same
+    ServiceAccount with the leader-election Role but not the ClusterRoleBinding leads, but cannot list
+    Workflows; its log and metrics show the refusals and /readyz stays unready (informers not synced)."""
+    with install_controller_identity(control_plane, api_client, namespace, tmp_path,
+                                     without=frozenset({"ClusterRoleBinding"})) as kubeconfig:
+        ctl = controllers(kubeconfig, namespace)
+        wait_for(lambda: lease_holder(api_client, namespace) == ctl.identity, timeout=STARTUP,
+                 message=lambda: ctl.tail())
+        wait_for(lambda: forbidden_lines(ctl.lines()), timeout=STARTUP, message=lambda: ctl.tail())
+        wait_for(lambda: (sample(ctl.metrics(), "rest_client_requests_total", code="403") or 0) > 0,
+                 timeout=STARTUP, message=lambda: ctl.metrics())
+        status, body = ctl.get("health", "/readyz")
+        assert status != 200, body
+        assert ctl.get("health", "/healthz") == (200, "ok")  # alive: a restart would not help
+        print(f"\nwithout the ClusterRoleBinding: /readyz {status} {body.strip()!r}")
+        ctl.kill()
 
 
 @pytest.mark.parametrize(("config", "key"), [
