@@ -224,6 +224,14 @@ class Engine:
             return "the admission thread died"
         return None
 
+    def phase_counts(self) -> dict[str, int]:
+        """Cached workflows per phase (for ``Metrics.set_workflow_phase_counts``); cheap, no API call."""
+        counts: dict[str, int] = {}
+        for wf in self.workflows.indexer.list():
+            phase = str((wf.get("status") or {}).get("phase") or "Pending")
+            counts[phase] = counts.get(phase, 0) + 1
+        return counts
+
     def informers(self) -> list[SharedIndexInformer]:
         """For ``controller.health.informers_synced`` / ``WatchesAlive``."""
         return self.informer_factory.informers()

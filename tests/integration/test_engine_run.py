@@ -24,6 +24,7 @@ from tests.integration.engine_fixtures import (
     settings,
     step,
     step_phases,
+    wait_for,
     wait_phase,
     workflow,
 )
@@ -36,9 +37,11 @@ def test_the_seed_example_succeeds(api_client: client.ApiClient, crds: client.Cu
     body: dict[str, Any] = yaml.safe_load(SEED_EXAMPLE.read_text())
     for s in body["spec"]["steps"]:
         s["stepTemplate"]["parameters"]["sleepSeconds"] = "1"  # the example sleeps 20 s per step
-    with running_engine(api_client, settings(namespace)):
+    with running_engine(api_client, settings(namespace)) as engine:
         create(crds, namespace, body)
         wf = wait_phase(crds, namespace, "example", "Success", "Failed", "RollBacked")
+        assert engine.healthy() is None
+        wait_for(lambda: engine.phase_counts() == {"Success": 1}, message="the cache to show Success")
         assert wf["status"]["phase"] == "Success", wf["status"]
         assert step_phases(crds, namespace, "example") == {"step1": "Success", "step2": "Success",
                                                            "step3": "Success"}
