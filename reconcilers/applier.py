@@ -141,7 +141,7 @@ class Applier:
 
         pending = ((latest.get("status") or {}).get("callbacks") or {}).get("pending")
         if decision.callbacks or pending:
-            self.callbacks.wake(wf_key)
+            self.callbacks.wake(wf_key, resource_version=_rv(latest) or None)
         return latest
 
     def _record_events(self, workflow: Obj, steps: Mapping[str, Obj], decision: Decision) -> None:

@@ -73,11 +73,14 @@ class NoopEventSink:
 class CallbackWaker(Protocol):
     """``reconcilers.callbacks.CallbackSender``: delivers a workflow's pending outbox, never blocks."""
 
-    def wake(self, key: str) -> None: ...
+    def wake(self, key: str, *, resource_version: str | None = None) -> None:
+        """``resource_version``: the version of our own latest write of the workflow (the sender reads
+        the API instead of a cache older than that)."""
+        ...
 
 
 class NoopCallbackWaker:
-    def wake(self, key: str) -> None:
+    def wake(self, key: str, *, resource_version: str | None = None) -> None:
         pass
 
 
