@@ -132,6 +132,7 @@ class Engine:
                 connect_timeout=settings.callback_connect_timeout,
                 read_timeout=settings.callback_read_timeout,
                 allow_private_networks=settings.callback_allow_private_networks, clock=self._clock,
+                allowed_cidrs=settings.callback_allowed_cidrs,
                 api_timeout=(settings.rpc_timeout, settings.rpc_timeout),
                 event_recorder=event_recorder if isinstance(event_recorder, EventRecorder) else None,
             )

@@ -17,12 +17,14 @@ Mapping from the configuration file (``controller.config.ControllerConfig`` ``cf
         callback_connect_timeout=cfg.callback.connect_timeout,
         callback_read_timeout=cfg.callback.read_timeout,
         callback_allow_private_networks=cfg.callback.allow_private_networks,
+        callback_allowed_cidrs=cfg.callback.allowed_cidrs,
         events_enabled=cfg.events.enabled,
     )
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -142,6 +144,8 @@ class EngineSettings:
     callback_connect_timeout: float = 5.0
     callback_read_timeout: float = 5.0
     callback_allow_private_networks: bool = True
+    #: If non-empty, callback URLs must resolve into one of these networks (``allowedCIDRs``).
+    callback_allowed_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     #: Post Kubernetes Events (``controllerConfig.events.enabled``).
     events_enabled: bool = True
 
