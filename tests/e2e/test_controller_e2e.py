@@ -29,6 +29,7 @@ from kubernetes import client
 from kubetestenv import ControlPlane
 from tests.e2e.harness import (
     LEASE_DURATION,
+    RENEW_DEADLINE,
     RETRY_PERIOD,
     ControllerProcess,
     Launcher,
@@ -167,6 +168,7 @@ def test_standby_takes_over_after_the_leader_is_killed_and_finishes_the_workflow
     # The standby did no work: its engine never started (no reconcile series, no "engine started").
     assert sample(standby.metrics(), "controller_runtime_reconcile_total", controller="workflow") is None
     assert "engine started" not in [r.get("event") for r in standby.lines()]
+    assert leader.is_leader() is True
     killed_at = time.monotonic()
     leader.signal(signal.SIGKILL)
     assert leader.wait(30) == -signal.SIGKILL
@@ -187,8 +189,9 @@ def test_standby_takes_over_after_the_leader_is_killed_and_finishes_the_workflow
           f"bound {bound:.1f}s)")
     assert took <= bound
     # And not before the lease could have expired: the takeover waited for the lease, it was not given.
-    # (The last renewal was at most about one retry period before the kill.)
-    assert took >= LEASE_DURATION - 2 * RETRY_PERIOD
+    # The leader still led just before the kill, so it had renewed within RENEW_DEADLINE of it (a leader
+    # that cannot renew for that long stops leading), and nobody may take over before renewal + lease.
+    assert took >= LEASE_DURATION - RENEW_DEADLINE
     wait_for(standby.is_leader, timeout=STARTUP, message=lambda: standby.tail())
 
     for name in names:
