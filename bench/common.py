@@ -112,6 +112,13 @@ def mutating_by_resource(delta: Mapping[tuple[str, str, str], float]) -> dict[st
     return dict(sorted(out.items()))
 
 
+def engine_writes(by_resource: Mapping[str, int]) -> dict[str, int]:
+    """The writes a controller makes (workflows, steps, events): leases are the API server's own (the
+    bench runs the controller without leader election)."""
+    return {k: v for k, v in by_resource.items()
+            if v and k.split()[1].split("/")[0] in ("workflows", "steps", "events")}
+
+
 def step_template(step_type: str = "fail", parameters: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {"type": step_type, "parameters": dict(parameters or {}),
             "retryPolicy": {"runRetryLimit": 1, "runRetryPeriodSeconds": 1,

@@ -40,6 +40,7 @@ from bench.common import (
     Watcher,
     chain_spec,
     diff_totals,
+    engine_writes,
     fanout_spec,
     fmt_ms,
     handoffs,
@@ -90,9 +91,9 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
     first_run = [run_at[(nm, "s0")] - t0 for nm in names if (nm, "s0") in run_at]
     by_resource = mutating_by_resource(diff_totals(totals0, totals1))
     by_resource["create workflows"] = by_resource.get("create workflows", 0) - n  # the bench's own
-    other = {k2: v for k2, v in by_resource.items() if v and not _engine_resource(k2)}
-    by_resource = {k2: v for k2, v in by_resource.items() if v and _engine_resource(k2)}
-    engine_writes = sum(by_resource.values())
+    other = {k2: v for k2, v in by_resource.items() if v and k2 not in engine_writes(by_resource)}
+    by_resource = engine_writes(by_resource)
+    writes_total = sum(by_resource.values())
     return {
         "shape": shape, "workflows": n, "steps_per_workflow": k, "steps": steps,
         "phases": {p: sum(1 for v in phases.values() if v == p) for p in set(phases.values())},
@@ -101,8 +102,8 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
         "handoff_max_s": max(hand) if hand else None, "handoffs": len(hand),
         "first_run_p50_s": percentile(first_run, 50),
         "run_calls": sum(1 for r in calls if r.direction == "run"),
-        "api_writes_by_resource": by_resource, "api_writes_not_engine": other, "api_writes": engine_writes,
-        "api_writes_per_step": engine_writes / steps,
+        "api_writes_by_resource": by_resource, "api_writes_not_engine": other, "api_writes": writes_total,
+        "api_writes_per_step": writes_total / steps,
         "controller_cpu_s": s1.cpu_seconds - s0.cpu_seconds,
         "controller_cpu_s_incl_event_flush": s2.cpu_seconds - s0.cpu_seconds,
         "controller_cpu_ms_per_step": (s1.cpu_seconds - s0.cpu_seconds) / steps * 1000,
@@ -110,12 +111,6 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
         "controller_ready_s": ready_s, "controller_exit": code,
         "load_before": load0, "load_after": load1, "options": vars(options),
     }
-
-
-def _engine_resource(key: str) -> bool:
-    """Writes the controller makes (leases are the API server's own: the bench runs without leader
-    election)."""
-    return key.split()[1].split("/")[0] in ("workflows", "steps", "events")
 
 
 def report(r: dict[str, Any]) -> None:
