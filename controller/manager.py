@@ -19,8 +19,6 @@ and only start the engine or signal the main thread, which does every stop.
 from __future__ import annotations
 
 import threading
-from collections import Counter
-from collections.abc import Mapping
 
 import structlog
 from kubernetes.client import ApiClient
@@ -57,6 +55,7 @@ def engine_settings(config: ControllerConfig, registry: StepRegistry) -> EngineS
         callback_connect_timeout=config.callback.connect_timeout,
         callback_read_timeout=config.callback.read_timeout,
         callback_allow_private_networks=config.callback.allow_private_networks,
+        callback_allowed_cidrs=config.callback.allowed_cidrs,
         events_enabled=config.events.enabled,
     )
 
@@ -85,7 +84,7 @@ class _Leading:
             self._watches = WatchesAlive(engine.informers)
         self._metrics.register_controller("workflow", self._settings.workflow_workers)
         self._metrics.track_queue(engine.reconciler.queue)
-        self._metrics.set_workflow_phase_source(lambda: _phase_counts(engine))
+        self._metrics.set_workflow_phase_source(engine.phase_counts)
         engine.start()
         threading.Thread(target=self._report_sync, args=(engine,), name="sync-report", daemon=True).start()
 
@@ -108,13 +107,6 @@ class _Leading:
         if engine is None or watches is None:
             return None  # a standby is ready (see the module docstring)
         return informers_synced(engine.informers)() or watches() or engine.healthy()
-
-
-def _phase_counts(engine: Engine) -> Mapping[str, int]:
-    counts = Counter(
-        str((wf.get("status") or {}).get("phase") or "Pending") for wf in engine.workflows.indexer.list()
-    )
-    return dict(counts)
 
 
 def run(settings: Settings, stopper: Stopper) -> int:
