@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run cluster test lint unit integration testenv helm venv clean
+.PHONY: run cluster test lint unit integration testenv helm venv clean bench
 
 $(STAMP): pyproject.toml setup.cfg
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is needed" or 0)'
@@ -48,6 +48,11 @@ integration: venv testenv helm
 # Everything: gates, then all tests against the real control plane.
 test: venv testenv helm lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Benchmarks against the local control plane (a small default, under 3 minutes; figures printed and
+# written to bench/results/). Larger runs: $(PY) -m bench --help.
+bench: venv testenv
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .kube-testenv *.egg-info

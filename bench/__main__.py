@@ -36,7 +36,7 @@ def main() -> None:
                     help="throughput fan-outs: a root and K-1 leaves (default 5x20; acceptance 50x20)")
     ap.add_argument("--rollback-chains", type=parse_size, default=(5, 5), metavar="NxK")
     ap.add_argument("--rollback-fanouts", type=parse_size, default=(2, 20), metavar="NxK")
-    ap.add_argument("--scale", type=int, default=200, metavar="N",
+    ap.add_argument("--scale", type=int, default=100, metavar="N",
                     help="workflows stored before the controller starts (acceptance: 10000)")
     ap.add_argument("--scale-steps", type=int, default=5)
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")

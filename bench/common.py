@@ -292,7 +292,8 @@ class ControllerOptions:
     throttle_qps: float = 0.0
     log_level: str = "info"
     events: bool = True
-    profile: Path | None = None  # cProfile output (``python -m cProfile -o``)
+    profile: Path | None = None  # cProfile output (``python -m cProfile -o``; the main thread only)
+    py_spy: Path | None = None  # py-spy collapsed stacks of every thread (``pip install py-spy``)
 
     def config_yaml(self, namespace: str) -> str:
         return yaml.safe_dump({
@@ -342,6 +343,7 @@ class Controller:
     health_port: int = 0
     metrics_port: int = 0
     started_at: float = 0.0
+    spy: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -372,6 +374,15 @@ class Controller:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                          cwd=ROOT, env=env)
         return self
+
+    def start_py_spy(self) -> None:
+        """Sample every thread of the controller with py-spy until :meth:`stop` (on-CPU samples)."""
+        if self.options.py_spy is None:
+            return
+        exe = Path(sys.executable).parent / "py-spy"
+        self.spy = subprocess.Popen([str(exe), "record", "-p", str(self.pid), "-r", "200", "-f", "raw",
+                                     "-o", str(self.options.py_spy)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def ready(self) -> bool:
         try:
@@ -422,6 +433,12 @@ class Controller:
         """SIGTERM and wait (the profile is written on a clean exit); the exit code."""
         if self.proc is None:
             return None
+        if self.spy is not None and self.spy.poll() is None:
+            self.spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                self.spy.wait(30)
+            except subprocess.TimeoutExpired:
+                self.spy.kill()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -62,6 +62,7 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
     ctrl = Controller(plane.kubeconfig, ns, options, call_log=call_log).start()
     try:
         ready_s = ctrl.wait_ready()
+        ctrl.start_py_spy()
         watcher = Watcher(plane.api, ns).start()
         spec = chain_spec(k) if shape == "chain" else fanout_spec(k)
         names = [f"{shape}-{i:05d}" for i in range(n)]
@@ -138,13 +139,17 @@ def add_controller_flags(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--throttle-qps", type=float, default=ControllerOptions.throttle_qps)
     ap.add_argument("--log-level", default=ControllerOptions.log_level)
     ap.add_argument("--no-events", action="store_true", help="controllerConfig.events.enabled: false")
-    ap.add_argument("--profile", type=Path, help="run the controller under cProfile, write the profile here")
+    ap.add_argument("--profile", type=Path,
+                    help="run the controller under cProfile (main thread only), write the profile here")
+    ap.add_argument("--py-spy", type=Path, help="sample the controller's threads with py-spy (collapsed "
+                    "stacks, on-CPU only) into this file; needs `.venv/bin/pip install py-spy`")
 
 
 def controller_options(args: argparse.Namespace) -> ControllerOptions:
     return ControllerOptions(step_concurrency=args.step_concurrency, workflow_workers=args.workflow_workers,
                              throttle_qps=args.throttle_qps, log_level=args.log_level,
-                             events=not args.no_events, profile=args.profile)
+                             events=not args.no_events, profile=args.profile,
+                             py_spy=args.py_spy)
 
 
 def main() -> None:
