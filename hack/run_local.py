@@ -27,6 +27,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from kubetestenv import REPO_ROOT, ControlPlane, StartError
+from kubetestenv.crds import install_crds
 
 GROUP, VERSION = "workflow.example.com", "v1alpha1"
 EXAMPLE = REPO_ROOT / "examples" / "seed-example.yaml"
@@ -35,28 +36,6 @@ DONE = {"Success", "RollBacked", "Failed"}
 
 def say(message: str) -> None:
     print(f"make run: {message}", flush=True)
-
-
-def install_crds(api: client.ApiClient) -> None:
-    ext = client.ApiextensionsV1Api(api)
-    for path in sorted((REPO_ROOT / "deploy" / "crds").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        name = crd["metadata"]["name"]
-        try:
-            ext.create_custom_resource_definition(crd)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            current = ext.read_custom_resource_definition(name)
-            crd["metadata"]["resourceVersion"] = current.metadata.resource_version
-            ext.replace_custom_resource_definition(name, crd)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            conditions = ext.read_custom_resource_definition(name).status.conditions or []
-            if any(c.type == "Established" and c.status == "True" for c in conditions):
-                break
-            time.sleep(0.2)
-        say(f"CRD {name} installed")
 
 
 def apply_example(custom: client.CustomObjectsApi, namespace: str) -> dict[str, Any]:
@@ -126,7 +105,8 @@ def main() -> int:
             say(f"control plane at {plane.server}; "
                 f"in another terminal: kubectl --kubeconfig {out} get wf,steps")
         api = config.new_client_from_config(config_file=kubeconfig)
-        install_crds(api)
+        for name in install_crds(api):
+            say(f"CRD {name} installed")
         namespace = config.list_kube_config_contexts(config_file=kubeconfig)[1]["context"].get(
             "namespace", "default")
 

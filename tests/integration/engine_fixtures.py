@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from informers import ReflectorConfig
 from kubetestenv import REPO_ROOT
+from kubetestenv.crds import install_crds
 from reconcilers.engine import Engine
 from reconcilers.settings import EngineSettings, StepLimits
 from reconcilers.state_machine.config import EngineConfig, QueueStrategy
@@ -34,32 +34,6 @@ T = TypeVar("T")
 
 #: Reflector settings for tests: fast backoff, short idle timeout.
 FAST_REFLECTOR = ReflectorConfig(backoff_initial=0.1, backoff_max=1.0, watch_idle_timeout=30.0)
-
-
-def install_crds(api_client: client.ApiClient) -> None:
-    """Create (or update) the CRDs of deploy/crds and wait until they are Established."""
-    ext = client.ApiextensionsV1Api(api_client)
-    names = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        names.append(body["metadata"]["name"])
-        try:
-            ext.create_custom_resource_definition(body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            current = ext.read_custom_resource_definition(body["metadata"]["name"])
-            body["metadata"]["resourceVersion"] = current.metadata.resource_version
-            ext.replace_custom_resource_definition(body["metadata"]["name"], body)
-    deadline = time.monotonic() + 60
-    for name in names:
-        while True:
-            crd = ext.read_custom_resource_definition(name)
-            conditions = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conditions.get("Established") == "True":
-                break
-            assert time.monotonic() < deadline, f"CRD {name} not established: {conditions}"
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ through a real informer (like the engine) and writes its removals to the API.
 from __future__ import annotations
 
 import base64
-import copy
-import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -17,12 +15,12 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from tenacity import wait_exponential
 
 from informers import Resource, SharedIndexInformer, SharedInformerFactory
 from informers.testing import wait_until
 from kubetestenv import REPO_ROOT
+from kubetestenv.crds import install_crds
 from reconcilers.callbacks import CallbackSender
 from reconcilers.events import EventRecorder
 from reconcilers.signing import SIGNATURE_HEADER, verify
@@ -55,31 +53,7 @@ def _shipped_workflow_crd() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def crds(api_client: client.ApiClient) -> client.CustomObjectsApi:
-    ext = client.ApiextensionsV1Api(api_client)
-    names = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        if body["metadata"]["name"] == WORKFLOW_CRD:
-            callback = _callback_schema(body)["properties"]
-            callback.setdefault("signingSecretRef", copy.deepcopy(SIGNING_SECRET_REF))
-        names.append(body["metadata"]["name"])
-        try:
-            ext.create_custom_resource_definition(body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            current = ext.read_custom_resource_definition(body["metadata"]["name"])
-            body["metadata"]["resourceVersion"] = current.metadata.resource_version
-            ext.replace_custom_resource_definition(body["metadata"]["name"], body)
-    deadline = time.monotonic() + 30
-    for name in names:
-        while True:
-            crd = ext.read_custom_resource_definition(name)
-            conditions = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conditions.get("Established") == "True":
-                break
-            assert time.monotonic() < deadline, f"CRD {name} not established: {conditions}"
-            time.sleep(0.1)
+    install_crds(api_client)
     return client.CustomObjectsApi(api_client)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from kubetestenv import REPO_ROOT, ControlPlane
+from kubetestenv.crds import install_crds
 from reconcilers.state_machine import EngineConfig, decide, start
 
 GROUP, VERSION = "workflow.example.com", "v1alpha1"
@@ -26,28 +26,7 @@ SEED_EXAMPLE = REPO_ROOT / "examples" / "seed-example.yaml"
 
 @pytest.fixture(scope="module")
 def crds(api_client: client.ApiClient) -> client.CustomObjectsApi:
-    ext = client.ApiextensionsV1Api(api_client)
-    names = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        names.append(body["metadata"]["name"])
-        try:
-            ext.create_custom_resource_definition(body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            current = ext.read_custom_resource_definition(body["metadata"]["name"])
-            body["metadata"]["resourceVersion"] = current.metadata.resource_version
-            ext.replace_custom_resource_definition(body["metadata"]["name"], body)
-    deadline = time.monotonic() + 30
-    for name in names:
-        while True:
-            crd = ext.read_custom_resource_definition(name)
-            conditions = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conditions.get("Established") == "True":
-                break
-            assert time.monotonic() < deadline, f"CRD {name} not established: {conditions}"
-            time.sleep(0.1)
+    install_crds(api_client)
     return client.CustomObjectsApi(api_client)
 
 
