@@ -226,8 +226,11 @@ class _HttpWatchStream:
                 return
             self._closed = True
         # shutdown() unblocks a reader in another thread; it raises RuntimeError when urllib3 already
-        # released the connection (after an error), which is fine: nothing is reading any more then.
-        with contextlib.suppress(OSError, RuntimeError):
+        # released the connection, and ValueError when it already closed the response (after the
+        # stream broke), both fine: nothing is reading any more then. Letting the ValueError out
+        # turned every broken stream into a failed list/watch (backoff + full relist) instead of a
+        # re-watch from the last resourceVersion.
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
             self._resp.shutdown()
         with contextlib.suppress(Exception):
             self._resp.close()
