@@ -229,6 +229,11 @@ class WorkflowReconciler:
         meta = wf["metadata"]
         if self.expectations.is_stale(object_key("Workflow", ns, name), str(meta.get("resourceVersion"))):
             raise _Stale(key)
+        if not self.steps.has_synced():
+            # Before the Step informer's first LIST a missing Step means "not listed yet", not "never
+            # created": a rolling-back workflow decided on that snapshot ends RollBacked at once and its
+            # steps are never rolled back (client-go controllers wait for every cache for this reason).
+            raise _Stale(key)
         uid = str(meta.get("uid") or "")
         steps = {s["metadata"]["name"]: s for s in self.steps.indexer.by_index(OWNER_INDEX, key)
                  if owned_by(s, uid)}
