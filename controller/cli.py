@@ -10,7 +10,8 @@
 
 Exit codes: 0 = stopped cleanly (SIGTERM/SIGINT, work drained, lease released) or ``--print-config``;
 1 = a runtime failure (e.g. leadership lost: another process may lead now, so this one must stop);
-2 = bad flags or a bad configuration file (the message names the flag or the key path);
+2 = bad flags or a bad configuration file (the message names the flag or the key path), or API
+credentials that do not load (a missing or invalid kubeconfig);
 128+N = forced exit by a second signal N while shutting down.
 
 :func:`main` parses, validates, configures logging, installs the :class:`Stopper` and hands
@@ -34,6 +35,7 @@ from typing import Any
 
 import structlog
 import yaml
+from kubernetes.config import ConfigException
 
 from controller.config import (
     ConfigError,
@@ -324,5 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stopper = Stopper().install()
     try:
         return run(settings, stopper)
+    except ConfigException as exc:  # the API credentials (--kubeconfig, $KUBECONFIG, ...) do not load
+        source = f"--kubeconfig {options.kubeconfig}" if options.kubeconfig else (
+            "$KUBECONFIG, in-cluster or ~/.kube/config")
+        print(f"workflow-controller: cannot load API credentials ({source}): {exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         stopper.restore()
