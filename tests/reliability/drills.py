@@ -259,7 +259,7 @@ class ControllerProcess:
             out.write(f"=== drill: controller start {self.starts + 1}\n".encode())
             out.flush()
             self.popen = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+                                          stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         self.starts += 1
 
     @property
