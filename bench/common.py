@@ -40,6 +40,8 @@ import yaml  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
+from controller.config import ControllerConfig  # noqa: E402
+
 GROUP, VERSION = "workflow.example.com", "v1alpha1"
 RESULTS = ROOT / "bench" / "results"
 TERMINAL = frozenset({"Success", "RollBacked", "Failed"})
@@ -287,13 +289,14 @@ class Plane:
 class ControllerOptions:
     step_qps: float = 10_000.0
     step_concurrency: int = 8
-    workflow_workers: int = 2
+    workflow_workers: int = ControllerConfig.workflow_workers  # the controller's default
     max_running: int = 10_000
     throttle_qps: float = 0.0
     log_level: str = "info"
     events: bool = True
     profile: Path | None = None  # cProfile output (``python -m cProfile -o``; the main thread only)
     py_spy: Path | None = None  # py-spy collapsed stacks of every thread (``pip install py-spy``)
+    py_spy_gil: bool = False  # only samples holding the GIL (where the CPU goes, not where threads wait)
 
     def config_yaml(self, namespace: str) -> str:
         return yaml.safe_dump({
@@ -380,7 +383,8 @@ class Controller:
         if self.options.py_spy is None:
             return
         exe = Path(sys.executable).parent / "py-spy"
-        self.spy = subprocess.Popen([str(exe), "record", "-p", str(self.pid), "-r", "200", "-f", "raw",
+        gil = ["--gil"] if self.options.py_spy_gil else []
+        self.spy = subprocess.Popen([str(exe), "record", "-p", str(self.pid), "-r", "200", "-f", "raw", *gil,
                                      "-o", str(self.options.py_spy)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

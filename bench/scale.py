@@ -13,7 +13,7 @@ for the Workflow and each Step, ownerReferences pointing at the clone's uid, nam
 them — so the stored state is exactly what the engine leaves behind, without running 50,000 steps.
 Then a fresh controller starts. Printed:
 
-- the create rate (the bench's own, from 16 threads);
+- the create rate (the bench's own, from 32 threads);
 - seconds from process start to the ``caches synced`` log line and to a passing ``/readyz``;
 - seconds until the first reconcile of every workflow is done (the workflow queue drained: the
   controller's ``workqueue_depth{name="workflow"}`` is 0 and no reconcile was counted for 2 s);
@@ -69,7 +69,7 @@ def _metric(text: str, metric: str, **labels: str) -> float:
 
 
 def populate(plane: Plane, ns: str, template_wf: dict[str, Any], template_steps: list[dict[str, Any]],
-             n: int, threads: int = 16) -> float:
+             n: int, threads: int = 32) -> float:
     """Store ``n`` clones of the finished template; returns the seconds it took."""
     api = make_api(plane.kubeconfig, pool=threads + 2)
     kube = Kube(api, timeout=60, connect_timeout=30)

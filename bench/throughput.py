@@ -142,14 +142,16 @@ def add_controller_flags(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--profile", type=Path,
                     help="run the controller under cProfile (main thread only), write the profile here")
     ap.add_argument("--py-spy", type=Path, help="sample the controller's threads with py-spy (collapsed "
-                    "stacks, on-CPU only) into this file; needs `.venv/bin/pip install py-spy`")
+                    "stacks of every thread, waiting included) into this file; needs "
+                    "`.venv/bin/pip install py-spy`")
+    ap.add_argument("--py-spy-gil", action="store_true", help="py-spy: only samples holding the GIL")
 
 
 def controller_options(args: argparse.Namespace) -> ControllerOptions:
     return ControllerOptions(step_concurrency=args.step_concurrency, workflow_workers=args.workflow_workers,
                              throttle_qps=args.throttle_qps, log_level=args.log_level,
                              events=not args.no_events, profile=args.profile,
-                             py_spy=args.py_spy)
+                             py_spy=args.py_spy, py_spy_gil=args.py_spy_gil)
 
 
 def main() -> None:
