@@ -282,7 +282,13 @@ class ControllerProcess:
             self._reap(30)
 
     def terminate(self, timeout: float = 40.0) -> int:
+        """SIGTERM once the current process is up (its caches synced: a SIGTERM that arrives while
+        Python is still importing, before the signal handlers exist, kills it with the default action,
+        exit -15), then reap it; the exit code."""
         assert self.popen is not None
+        if self.alive:
+            wait_for(lambda: not self.alive or any(r.get("event") == "caches synced" for r in self.current()),
+                     timeout=120, message=lambda: "the controller's caches synced:\n" + self.tail())
         if self.alive:
             self.popen.send_signal(signal.SIGTERM)
             self._reap(timeout)
@@ -302,6 +308,18 @@ class ControllerProcess:
     def records(self) -> list[dict[str, Any]]:
         out = []
         for line in self.text().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    out.append(record)
+        return out
+
+    def current(self) -> list[dict[str, Any]]:
+        """The records of the current (last started) process."""
+        text = self.text()
+        marker = text.rfind("=== drill: controller start")
+        out = []
+        for line in text[max(marker, 0):].splitlines():
             with contextlib.suppress(ValueError):
                 record = json.loads(line)
                 if isinstance(record, dict):
