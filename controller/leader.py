@@ -280,6 +280,7 @@ class LeaderElector:
         self._observed_at = 0.0
         self._observed_rv = ""
         self._observed_lease: dict[str, Any] | None = None
+        self._last_contact: float | None = None
         self._reported_leader: str | None = None
         self._start_failed = False
         #: Monotonic time at which the last successful acquire or renew *started* (None before the
@@ -300,6 +301,12 @@ class LeaderElector:
 
     def is_leader(self) -> bool:
         return self.state is ElectorState.LEADING
+
+    def seconds_since_contact(self) -> float | None:
+        """Seconds since the Lease was last read or written successfully (None: never). A standby
+        uses it to tell "waiting for the lease" from "cannot reach the API server"."""
+        last = self._last_contact
+        return None if last is None else self._clock.now() - last
 
     @property
     def observed_holder(self) -> str:
@@ -406,6 +413,7 @@ class LeaderElector:
     # -- one attempt ----------------------------------------------------------------------------------
 
     def _observe(self, lease: dict[str, Any]) -> None:
+        self._last_contact = self._clock.now()
         spec = lease.get("spec") or {}
         rv = str((lease.get("metadata") or {}).get("resourceVersion") or "")
         # Any write (a new resourceVersion) or a changed record counts as a sign of life.

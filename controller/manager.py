@@ -8,9 +8,9 @@
     lease lost      ─▶ stop all work at once (no grace: another replica may lead now) ─▶ exit 1
 
 Only the leader runs the engine (informers included: a standby holds no cache, so it costs the API
-server nothing). A standby is healthy and ready — readiness gates traffic and rollouts, and a
-standby that never became ready would block every rolling update of a 2-replica Deployment. The
-leader is ready once its informers have synced and their watches are alive.
+server nothing). A standby is healthy, and ready while it can reach its Lease — readiness gates
+traffic and rollouts, and a standby that never became ready would block every rolling update of a
+2-replica Deployment. The leader is ready once its informers have synced and their watches are alive.
 
 Contract: :func:`run` is called once from the main thread; the elector's callbacks run on its thread
 and only start the engine or signal the main thread, which does every stop.
@@ -26,7 +26,7 @@ from kubernetes.client import ApiClient
 from controller.cli import EXIT_FAILURE, EXIT_OK, Stopper
 from controller.client import build_api_client
 from controller.config import ControllerConfig, Settings
-from controller.health import HealthChecks, WatchesAlive, informers_synced, ping
+from controller.health import Check, HealthChecks, WatchesAlive, informers_synced, ping
 from controller.http import EndpointServer, serve
 from controller.leader import ApiLeaseStore, LeaderElector, LeadershipEnd
 from controller.metrics import Metrics
@@ -105,8 +105,25 @@ class _Leading:
         with self._lock:
             engine, watches = self._engine, self._watches
         if engine is None or watches is None:
-            return None  # a standby is ready (see the module docstring)
+            return None  # a standby is ready (see the module docstring) while it can reach the Lease
         return informers_synced(engine.informers)() or watches() or engine.healthy()
+
+
+def _standby_reachable(elector: LeaderElector, lease_duration: float) -> Check:
+    """Readiness of a replica that does not lead: fails while the Lease has not been read or written
+    for two lease durations (the API server is unreachable), so a cut-off replica is not reported ready."""
+
+    def check() -> str | None:
+        if elector.is_leader():
+            return None
+        since = elector.seconds_since_contact()
+        if since is None:
+            return "the Lease has not been reached yet"
+        if since > 2 * lease_duration:
+            return f"the Lease was last reached {since:.0f}s ago"
+        return None
+
+    return check
 
 
 def run(settings: Settings, stopper: Stopper) -> int:
@@ -152,6 +169,7 @@ def run(settings: Settings, stopper: Stopper) -> int:
                 status=metrics, request_timeout=config.rpc_timeout,
             )
             elector_thread = elector.start()
+            health.add_readiness_check("lease", _standby_reachable(elector, election.lease_duration))
             log.info("waiting for leadership", lease=f"{election.namespace}/{election.name}",
                      identity=election.identity)
         else:
