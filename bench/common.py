@@ -67,16 +67,20 @@ def percentile(values: Sequence[float], p: float) -> float:
     return float(s[lo] + (s[hi] - s[lo]) * (k - lo))
 
 
-def parse_request_totals(text: str) -> dict[tuple[str, str, str], float]:
-    """``apiserver_request_total`` from a Prometheus text page, summed to (verb, resource, subresource)
-    (other labels — code, component, scope, group, version, dry_run — are folded)."""
-    out: dict[tuple[str, str, str], float] = {}
+Totals = dict[tuple[str, str, str, str], float]
+
+
+def parse_request_totals(text: str) -> Totals:
+    """``apiserver_request_total`` from a Prometheus text page, summed to (verb, resource, subresource,
+    code) (other labels — component, scope, group, version, dry_run — are folded)."""
+    out: Totals = {}
     for line in text.splitlines():
         if not line.startswith("apiserver_request_total{"):
             continue
         labels_text, _, value = line[len("apiserver_request_total{"):].rpartition("} ")
         labels = _labels(labels_text)
-        key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
+        key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""),
+               labels.get("code", ""))
         out[key] = out.get(key, 0.0) + float(value)
     return out
 
@@ -99,17 +103,19 @@ def _labels(text: str) -> dict[str, str]:
     return labels
 
 
-def diff_totals(before: Mapping[tuple[str, str, str], float],
-                after: Mapping[tuple[str, str, str], float]) -> dict[tuple[str, str, str], float]:
+def diff_totals(before: Mapping[tuple[str, str, str, str], float],
+                after: Mapping[tuple[str, str, str, str], float]) -> Totals:
     """after - before, keeping only the counters that moved."""
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
 
-def mutating_by_resource(delta: Mapping[tuple[str, str, str], float]) -> dict[str, int]:
-    """Mutating requests by ``verb resource[/subresource]``, e.g. ``{"patch steps/status": 2000}``."""
+def mutating_by_resource(delta: Mapping[tuple[str, str, str, str], float],
+                         codes: frozenset[str] | None = None) -> dict[str, int]:
+    """Mutating requests by ``verb resource[/subresource]``, e.g. ``{"patch steps/status": 2000}``; every
+    answer counts (a 409 costs the API server too) unless ``codes`` picks some (``{"409"}``)."""
     out: Counter[str] = Counter()
-    for (verb, resource, sub), n in delta.items():
-        if verb in MUTATING:
+    for (verb, resource, sub, code), n in delta.items():
+        if verb in MUTATING and (codes is None or code in codes):
             out[f"{MUTATING[verb]} {resource}{'/' + sub if sub else ''}"] += round(n)
     return dict(sorted(out.items()))
 
@@ -255,15 +261,14 @@ class Plane:
         create_namespace(self.api, name)
         return name
 
-    def request_totals(self) -> dict[tuple[str, str, str], float]:
+    def request_totals(self) -> Totals:
         with urllib.request.urlopen(f"{self.plane.server}/metrics", timeout=30, context=self._ssl) as r:
             return parse_request_totals(r.read().decode())
 
-    def settled_totals(self, key: tuple[str, str, str] | None = None, quiet: float = 2.0,
-                       timeout: float = 20.0) -> dict[tuple[str, str, str], float]:
+    def settled_totals(self, quiet: float = 2.0, timeout: float = 20.0) -> Totals:
         """The counters once no mutating request was counted for ``quiet`` seconds (the Event recorder
         writes in the background), or after ``timeout``."""
-        def mutating(t: Mapping[tuple[str, str, str], float]) -> float:
+        def mutating(t: Mapping[tuple[str, str, str, str], float]) -> float:
             return sum(v for k, v in t.items() if k[0] in MUTATING)
 
         end = time.monotonic() + timeout

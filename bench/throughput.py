@@ -90,7 +90,9 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
     success_at = {(wf, st): t for (wf, st, ph), t in watcher.step_phase_at.items() if ph == "Success"}
     hand = handoffs({nm: spec for nm in names}, success_at, run_at)
     first_run = [run_at[(nm, "s0")] - t0 for nm in names if (nm, "s0") in run_at]
-    by_resource = mutating_by_resource(diff_totals(totals0, totals1))
+    delta = diff_totals(totals0, totals1)
+    by_resource = mutating_by_resource(delta)
+    conflicts = engine_writes(mutating_by_resource(delta, frozenset({"409"})))
     by_resource["create workflows"] = by_resource.get("create workflows", 0) - n  # the bench's own
     other = {k2: v for k2, v in by_resource.items() if v and k2 not in engine_writes(by_resource)}
     by_resource = engine_writes(by_resource)
@@ -103,7 +105,8 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
         "handoff_max_s": max(hand) if hand else None, "handoffs": len(hand),
         "first_run_p50_s": percentile(first_run, 50),
         "run_calls": sum(1 for r in calls if r.direction == "run"),
-        "api_writes_by_resource": by_resource, "api_writes_not_engine": other, "api_writes": writes_total,
+        "api_writes_by_resource": by_resource, "api_writes_not_engine": other,
+        "api_write_conflicts": conflicts, "api_writes": writes_total,
         "api_writes_per_step": writes_total / steps,
         "controller_cpu_s": s1.cpu_seconds - s0.cpu_seconds,
         "controller_cpu_s_incl_event_flush": s2.cpu_seconds - s0.cpu_seconds,
@@ -122,7 +125,8 @@ def report(r: dict[str, Any]) -> None:
           f"max {fmt_ms(r['handoff_max_s'] or float('nan'))}  ({r['handoffs']} hand-offs); "
           f"submit -> first run p50 {fmt_ms(r['first_run_p50_s'])}; run calls {r['run_calls']}")
     print(f"  API writes per step {r['api_writes_per_step']:.2f} ({r['api_writes']} in all): "
-          + ", ".join(f"{k} {v / r['steps']:.2f}" for k, v in r["api_writes_by_resource"].items()))
+          + ", ".join(f"{k} {v / r['steps']:.2f}" for k, v in r["api_writes_by_resource"].items())
+          + f"; of which 409 Conflict: {r['api_write_conflicts'] or 'none'}")
     print(f"  controller CPU {r['controller_cpu_s']:.1f}s ({r['controller_cpu_ms_per_step']:.1f} ms/step; "
           f"{r['controller_cpu_s_incl_event_flush']:.1f}s incl. the Event flush), "
           f"peak RSS {r['controller_peak_rss_mib']:.0f} MiB, exit {r['controller_exit']}", flush=True)

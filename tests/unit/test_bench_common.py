@@ -48,22 +48,25 @@ def test_percentile_interpolates_between_ranks() -> None:
 
 def test_request_totals_fold_codes_and_skip_other_metrics() -> None:
     totals = parse_request_totals(METRICS)
-    assert totals[("POST", "steps", "")] == 12
-    assert totals[("PATCH", "steps", "status")] == 20
-    assert totals[("LIST", "pods", "")] == 3
-    assert totals[("WATCH", 'a "quoted" one', "")] == 1
+    assert totals[("POST", "steps", "", "201")] == 10
+    assert totals[("POST", "steps", "", "409")] == 2
+    assert totals[("PATCH", "steps", "status", "200")] == 20
+    assert totals[("LIST", "pods", "", "200")] == 3
+    assert totals[("WATCH", 'a "quoted" one', "", "200")] == 1
     assert all(k[0] != "" for k in totals)
 
 
 def test_mutating_requests_by_resource_from_a_diff() -> None:
     before = parse_request_totals(METRICS)
     after = dict(before)
-    after[("POST", "steps", "")] += 5
-    after[("PATCH", "steps", "status")] += 10
-    after[("LIST", "pods", "")] += 100
-    after[("DELETE", "steps", "")] = 1
-    assert mutating_by_resource(diff_totals(before, after)) == {
-        "create steps": 5, "delete steps": 1, "patch steps/status": 10}
+    after[("POST", "steps", "", "201")] += 5
+    after[("POST", "steps", "", "409")] += 1
+    after[("PATCH", "steps", "status", "200")] += 10
+    after[("LIST", "pods", "", "200")] += 100
+    after[("DELETE", "steps", "", "200")] = 1
+    delta = diff_totals(before, after)
+    assert mutating_by_resource(delta) == {"create steps": 6, "delete steps": 1, "patch steps/status": 10}
+    assert mutating_by_resource(delta, frozenset({"409"})) == {"create steps": 1}
 
 
 def test_handoffs_wait_for_the_last_upstream() -> None:
