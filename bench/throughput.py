@@ -89,6 +89,11 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
             run_at.setdefault((rec.workflow, rec.step), rec.ts)
     success_at = {(wf, st): t for (wf, st, ph), t in watcher.step_phase_at.items() if ph == "Success"}
     hand = handoffs({nm: spec for nm in names}, success_at, run_at)
+    # where a hand-off goes: upstream Success seen -> dependent Running seen (the workflow reconcile,
+    # its queue wait included) and dependent Running seen -> its run call (the step queue and worker)
+    running_at = {(wf, st): t for (wf, st, ph), t in watcher.step_phase_at.items() if ph == "Running"}
+    to_running = handoffs({nm: spec for nm in names}, success_at, running_at)
+    to_call = [run_at[k] - running_at[k] for k in run_at if k in running_at and k[1] != "s0"]
     first_run = [run_at[(nm, "s0")] - t0 for nm in names if (nm, "s0") in run_at]
     delta = diff_totals(totals0, totals1)
     by_resource = mutating_by_resource(delta)
@@ -103,6 +108,9 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
         "elapsed_s": elapsed, "workflows_per_s": n / elapsed, "steps_per_s": steps / elapsed,
         "handoff_p50_s": percentile(hand, 50), "handoff_p99_s": percentile(hand, 99),
         "handoff_max_s": max(hand) if hand else None, "handoffs": len(hand),
+        "success_to_running_p50_s": percentile(to_running, 50),
+        "success_to_running_p99_s": percentile(to_running, 99),
+        "running_to_call_p50_s": percentile(to_call, 50), "running_to_call_p99_s": percentile(to_call, 99),
         "first_run_p50_s": percentile(first_run, 50),
         "run_calls": sum(1 for r in calls if r.direction == "run"),
         "api_writes_by_resource": by_resource, "api_writes_not_engine": other,
@@ -124,6 +132,10 @@ def report(r: dict[str, Any]) -> None:
     print(f"  hand-off p50 {fmt_ms(r['handoff_p50_s'])}  p99 {fmt_ms(r['handoff_p99_s'])}  "
           f"max {fmt_ms(r['handoff_max_s'] or float('nan'))}  ({r['handoffs']} hand-offs); "
           f"submit -> first run p50 {fmt_ms(r['first_run_p50_s'])}; run calls {r['run_calls']}")
+    print(f"  of a hand-off: upstream Success -> dependent Running (workflow queue + reconcile) p50 "
+          f"{fmt_ms(r['success_to_running_p50_s'])} p99 {fmt_ms(r['success_to_running_p99_s'])}; "
+          f"Running -> run call (step queue + worker) p50 {fmt_ms(r['running_to_call_p50_s'])} "
+          f"p99 {fmt_ms(r['running_to_call_p99_s'])}")
     print(f"  API writes per step {r['api_writes_per_step']:.2f} ({r['api_writes']} in all): "
           + ", ".join(f"{k} {v / r['steps']:.2f}" for k, v in r["api_writes_by_resource"].items())
           + f"; of which 409 Conflict: {r['api_write_conflicts'] or 'none'}")
