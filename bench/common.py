@@ -180,6 +180,23 @@ def handoffs(specs: Mapping[str, Sequence[Mapping[str, Any]]],
     return out
 
 
+def metric_sum(text: str, metric: str, **labels: str) -> float:
+    """Sum of the samples of ``metric`` whose labels include ``labels`` (a Prometheus text page)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(metric + "{") and not line.startswith(metric + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def mean_of(text: str, histogram: str, **labels: str) -> float:
+    """``_sum / _count`` of a histogram (NaN without samples)."""
+    n = metric_sum(text, histogram + "_count", **labels)
+    return metric_sum(text, histogram + "_sum", **labels) / n if n else math.nan
+
+
 def load() -> float:
     return os.getloadavg()[0]
 

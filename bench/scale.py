@@ -43,6 +43,7 @@ from bench.common import (
     engine_writes,
     load,
     make_api,
+    metric_sum,
     mutating_by_resource,
     submit,
     workflow_body,
@@ -57,17 +58,6 @@ _STRIP = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "gener
 
 def _clean_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k not in _STRIP}
-
-
-def _metric(text: str, metric: str, **labels: str) -> float:
-    """Sum of the samples of ``metric`` whose labels include ``labels`` (a Prometheus text page)."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(metric + "{") and not line.startswith(metric + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def populate(plane: Plane, ns: str, template_wf: dict[str, Any], template_steps: list[dict[str, Any]],
@@ -152,8 +142,8 @@ def wait_idle(ctrl: Controller, workflows: int, timeout: float, quiet: float = 2
         except OSError:
             time.sleep(0.5)
             continue
-        depth = _metric(text, "workqueue_depth", name="workflow")
-        reconciles = _metric(text, "controller_runtime_reconcile_total", controller="workflow")
+        depth = metric_sum(text, "workqueue_depth", name="workflow")
+        reconciles = metric_sum(text, "controller_runtime_reconcile_total", controller="workflow")
         if reconciles != last:
             last, last_change = reconciles, time.time()
         elif reconciles >= workflows and depth == 0 and time.time() - last_change >= quiet:

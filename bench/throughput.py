@@ -45,6 +45,8 @@ from bench.common import (
     fmt_ms,
     handoffs,
     load,
+    mean_of,
+    metric_sum,
     mutating_by_resource,
     percentile,
     submit,
@@ -76,6 +78,7 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
         load1 = load()
         totals1 = plane.settled_totals()
         s2 = ctrl.stats()
+        cmetrics = ctrl.metrics()
         watcher.stop()
     finally:
         code = ctrl.stop()
@@ -113,6 +116,12 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
         "running_to_call_p50_s": percentile(to_call, 50), "running_to_call_p99_s": percentile(to_call, 99),
         "first_run_p50_s": percentile(first_run, 50),
         "run_calls": sum(1 for r in calls if r.direction == "run"),
+        "workflow_queue_wait_mean_s": mean_of(cmetrics, "workqueue_queue_duration_seconds", name="workflow"),
+        "workflow_reconcile_mean_s": mean_of(cmetrics, "controller_runtime_reconcile_time_seconds",
+                                             controller="workflow"),
+        "workflow_reconciles": metric_sum(cmetrics, "controller_runtime_reconcile_total",
+                                          controller="workflow"),
+        "step_queue_wait_mean_s": mean_of(cmetrics, "workqueue_queue_duration_seconds", name="step-fail"),
         "api_writes_by_resource": by_resource, "api_writes_not_engine": other,
         "api_write_conflicts": conflicts, "api_writes": writes_total,
         "api_writes_per_step": writes_total / steps,
@@ -136,6 +145,11 @@ def report(r: dict[str, Any]) -> None:
           f"{fmt_ms(r['success_to_running_p50_s'])} p99 {fmt_ms(r['success_to_running_p99_s'])}; "
           f"Running -> run call (step queue + worker) p50 {fmt_ms(r['running_to_call_p50_s'])} "
           f"p99 {fmt_ms(r['running_to_call_p99_s'])}")
+    per_step = r["workflow_reconciles"] / r["steps"]
+    print(f"  workflow reconciles {r['workflow_reconciles']:.0f} ({per_step:.1f}/step): mean "
+          f"{fmt_ms(r['workflow_reconcile_mean_s'])}, mean queue wait "
+          f"{fmt_ms(r['workflow_queue_wait_mean_s'])}; "
+          f"step queue wait mean {fmt_ms(r['step_queue_wait_mean_s'])}")
     print(f"  API writes per step {r['api_writes_per_step']:.2f} ({r['api_writes']} in all): "
           + ", ".join(f"{k} {v / r['steps']:.2f}" for k, v in r["api_writes_by_resource"].items())
           + f"; of which 409 Conflict: {r['api_write_conflicts'] or 'none'}")
