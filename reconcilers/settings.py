@@ -4,22 +4,7 @@ recorder, callback sender), each a Protocol with a no-op default.
 Settings are built once by the controller from its ``ControllerConfig`` (the reconcilers never import
 ``controller``), or directly by tests.
 
-Mapping from the configuration file (``controller.config.ControllerConfig`` ``cfg``)::
-
-    EngineSettings(
-        namespace=cfg.watch_namespace,
-        workflow_workers=cfg.workflow_workers,
-        rpc_timeout=cfg.rpc_timeout,
-        step_limits={s.kind: StepLimits(s.qps, s.concurrency) for s in cfg.steps},
-        step_defaults=StepLimits(cfg.step_defaults.qps, cfg.step_defaults.concurrency),
-        engine=cfg.engine_config(frozenset(registry.names())),
-        reflector=cfg.reflector_config(),
-        callback_connect_timeout=cfg.callback.connect_timeout,
-        callback_read_timeout=cfg.callback.read_timeout,
-        callback_allow_private_networks=cfg.callback.allow_private_networks,
-        callback_allowed_cidrs=cfg.callback.allowed_cidrs,
-        events_enabled=cfg.events.enabled,
-    )
+The mapping from the configuration file lives in one place: ``controller.manager.engine_settings``.
 """
 
 from __future__ import annotations

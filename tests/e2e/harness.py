@@ -15,13 +15,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import yaml
 from kubernetes import client
@@ -29,10 +28,8 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubetestenv import ControlPlane
-from tests.integration.engine_fixtures import install_crds
+from tests.integration.engine_fixtures import install_crds, wait_for
 from tests.integration.test_deploy import dump, kubectl, ok, renamed_rbac
-
-T = TypeVar("T")
 
 SERVICE_ACCOUNT = "workflow-controller"
 LEASE_NAME = "kube-workflow-controller"  # the CLI's default --leader-election-id
@@ -50,19 +47,6 @@ def controller_command() -> list[str]:
     """The installed console script next to this interpreter (the way operators run it)."""
     script = Path(sys.executable).parent / "workflow-controller"
     return [str(script)] if script.exists() else [sys.executable, "-m", "controller"]
-
-
-def wait_for(predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.2,
-             message: str | Callable[[], str] = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            text = message() if callable(message) else message
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {text}")
-        time.sleep(interval)
 
 
 # --- the controller's identity ---------------------------------------------------------------------

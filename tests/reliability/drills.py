@@ -24,15 +24,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from kubetestenv import REPO_ROOT
-
-T = TypeVar("T")
+from tests.integration.engine_fixtures import wait_for
 
 GROUP, VERSION = "workflow.example.com", "v1alpha1"
 CRD_DIR = REPO_ROOT / "deploy" / "crds"
@@ -57,19 +56,6 @@ def report(drill: str, **figures: object) -> str:
     print(line, flush=True)
     SUMMARIES.append(line)
     return line
-
-
-def wait_for(predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.25,
-             message: str | Callable[[], str] = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            text = message() if callable(message) else message
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {text}")
-        time.sleep(interval)
 
 
 def seeded(name: str) -> random.Random:
