@@ -167,11 +167,11 @@ class ControllerConfig:
     steps: tuple[StepKindConfig, ...] = ()
     #: ``controllerConfig.stepDefaults``: limits of kinds not listed in ``steps``.
     step_defaults: StepDefaults = field(default_factory=StepDefaults)
-    #: ``controllerConfig.workflowWorkers``: workflow reconcile threads. Default 8; >= 1. A reconcile
+    #: ``controllerConfig.workflowWorkers``: workflow reconcile threads. Default 16; >= 1. A reconcile
     #: spends most of its time waiting for its API writes (bench: ~80% of a worker's samples), so the
     #: count is sized for the API server's latency, not the cores (2 workers were busy 98% of the time
-    #: with 200 workflows in flight and the queue wait was seconds).
-    workflow_workers: int = 8
+    #: with 200 workflows in flight and the queue wait was seconds; 8 were still saturated).
+    workflow_workers: int = 16
     #: ``controllerConfig.callback``.
     callback: CallbackConfig = field(default_factory=CallbackConfig)
     #: ``controllerConfig.events``.
