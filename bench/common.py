@@ -442,6 +442,18 @@ class Controller:
                 return datetime.fromisoformat(str(rec["timestamp"]).replace("Z", "+00:00")).timestamp()
         return None
 
+    def events_dropped(self) -> int:
+        """Kubernetes Events the recorder dropped (its queue was full): the largest ``dropped`` count of
+        its "event dropped" log lines."""
+        most = 0
+        for line in self.log_path.read_bytes().splitlines():
+            if b'"event dropped"' in line:
+                try:
+                    most = max(most, int(orjson.loads(line).get("dropped") or 0))
+                except (orjson.JSONDecodeError, ValueError):
+                    continue
+        return most
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return str(r.read().decode())

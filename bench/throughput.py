@@ -82,6 +82,7 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
         watcher.stop()
     finally:
         code = ctrl.stop()
+    dropped = ctrl.events_dropped()
 
     elapsed = t_end - t0
     steps = n * k
@@ -123,7 +124,7 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
                                           controller="workflow"),
         "step_queue_wait_mean_s": mean_of(cmetrics, "workqueue_queue_duration_seconds", name="step-fail"),
         "api_writes_by_resource": by_resource, "api_writes_not_engine": other,
-        "api_write_conflicts": conflicts, "api_writes": writes_total,
+        "api_write_conflicts": conflicts, "events_dropped": dropped, "api_writes": writes_total,
         "api_writes_per_step": writes_total / steps,
         "controller_cpu_s": s1.cpu_seconds - s0.cpu_seconds,
         "controller_cpu_s_incl_event_flush": s2.cpu_seconds - s0.cpu_seconds,
@@ -152,7 +153,8 @@ def report(r: dict[str, Any]) -> None:
           f"step queue wait mean {fmt_ms(r['step_queue_wait_mean_s'])}")
     print(f"  API writes per step {r['api_writes_per_step']:.2f} ({r['api_writes']} in all): "
           + ", ".join(f"{k} {v / r['steps']:.2f}" for k, v in r["api_writes_by_resource"].items())
-          + f"; of which 409 Conflict: {r['api_write_conflicts'] or 'none'}")
+          + f"; of which 409 Conflict: {r['api_write_conflicts'] or 'none'}; "
+          f"Events dropped by the recorder (queue full, not written): {r['events_dropped']}")
     print(f"  controller CPU {r['controller_cpu_s']:.1f}s ({r['controller_cpu_ms_per_step']:.1f} ms/step; "
           f"{r['controller_cpu_s_incl_event_flush']:.1f}s incl. the Event flush), "
           f"peak RSS {r['controller_peak_rss_mib']:.0f} MiB, exit {r['controller_exit']}", flush=True)
