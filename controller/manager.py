@@ -68,8 +68,9 @@ class _Leading:
     """
 
     def __init__(self, api: ApiClient, settings: EngineSettings, registry: StepRegistry,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, *, standby_is_ready: bool) -> None:
         self._api = api
+        self._standby_is_ready = standby_is_ready
         self._settings = settings
         self._registry = registry
         self._metrics = metrics
@@ -105,6 +106,8 @@ class _Leading:
         with self._lock:
             engine, watches = self._engine, self._watches
         if engine is None or watches is None:
+            if not self._standby_is_ready:  # no leader election: there is no standby, only "not yet"
+                return "the engine has not started"
             return None  # a standby is ready (see the module docstring) while it can reach the Lease
         return informers_synced(engine.informers)() or watches() or engine.healthy()
 
@@ -140,7 +143,9 @@ def run(settings: Settings, stopper: Stopper) -> int:
         process.kubeconfig, qps=config.throttle_qps, burst=config.throttle_burst, watches=2,
         workers=config.request_threads(registry.names()) + 2, observer=metrics,
     )
-    leading = _Leading(api, engine_settings(config, registry), registry, metrics)
+    election = process.leader_election
+    leading = _Leading(api, engine_settings(config, registry), registry, metrics,
+                       standby_is_ready=election.enabled)
     health.add_readiness_check("engine", leading.readiness)
 
     servers: list[EndpointServer] = []
@@ -160,7 +165,6 @@ def run(settings: Settings, stopper: Stopper) -> int:
 
     elector: LeaderElector | None = None
     elector_thread: threading.Thread | None = None
-    election = process.leader_election
     try:
         if election.enabled:
             elector = LeaderElector(

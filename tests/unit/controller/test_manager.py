@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
+from kubernetes.client import ApiClient
+
 from controller.config import parse_config
 from controller.leader import LeaderElector
-from controller.manager import _standby_reachable, engine_settings
+from controller.manager import _Leading, _standby_reachable, engine_settings
+from controller.metrics import Metrics
+from reconcilers.settings import EngineSettings
 from stepkit import StepRegistry
 from stepkit.builtin.demo import EmptyStep
 
@@ -60,3 +64,16 @@ def test_engine_settings_carry_the_config_file_values() -> None:
     assert settings.engine.max_running_count == 7
     assert settings.engine.queue_strategy == "FAIR"
     assert settings.engine.step_types == frozenset({"random"})
+
+
+def _leading(standby_is_ready: bool) -> _Leading:
+    return _Leading(cast(ApiClient, None), EngineSettings(), StepRegistry(), Metrics(),
+                    standby_is_ready=standby_is_ready)
+
+
+def test_without_leader_election_not_ready_until_the_engine_starts() -> None:
+    assert _leading(standby_is_ready=False).readiness() == "the engine has not started"
+
+
+def test_with_leader_election_a_waiting_replica_is_a_ready_standby() -> None:
+    assert _leading(standby_is_ready=True).readiness() is None
