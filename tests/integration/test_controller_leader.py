@@ -119,8 +119,11 @@ def test_standby_takes_over_only_after_the_crashed_leader_s_lease_expires(
     assert last_renew is not None
     assert read_lease_raw(api_client, namespace)["spec"]["holderIdentity"] == "a"
 
-    wait_until(b.elector.is_leader, timeout=15, what="b takes over the expired lease")
+    # is_leader turns true just before on_started_leading runs (on the elector's thread): wait for the
+    # callback, not only for the state.
+    wait_until(lambda: b.started_at is not None, timeout=15, what="b takes over the expired lease")
     assert b.started_at is not None
+    assert b.elector.is_leader()
     # Never before the lease duration has passed since a's last write: last_renew is taken before that
     # write was sent, so b cannot have observed it earlier (a bound the protocol guarantees).
     assert b.started_at - last_renew >= 2.0
