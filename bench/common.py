@@ -41,6 +41,7 @@ from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 from controller.config import ControllerConfig  # noqa: E402
+from kubetestenv.crds import install_crds as kubetestenv_install_crds  # noqa: E402
 
 GROUP, VERSION = "workflow.example.com", "v1alpha1"
 RESULTS = ROOT / "bench" / "results"
@@ -224,20 +225,7 @@ def make_api(kubeconfig: Path, pool: int = 32) -> client.ApiClient:
 
 
 def install_crds(api: client.ApiClient) -> None:
-    ext = client.ApiextensionsV1Api(api)
-    for path in sorted((ROOT / "deploy" / "crds").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        try:
-            ext.create_custom_resource_definition(crd)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            conds = ext.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []
-            if any(c.type == "Established" and c.status == "True" for c in conds):
-                break
-            time.sleep(0.1)
+    kubetestenv_install_crds(api)
     custom = client.CustomObjectsApi(api)
     deadline = time.monotonic() + 30
     while True:  # the new resources take a moment to be served
