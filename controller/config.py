@@ -23,7 +23,7 @@ The file's keys are the seed's::
 plus these extensions (all optional) under ``controllerConfig``: ``stepDefaults`` {``qps``,
 ``concurrency``} for kinds not listed in ``steps`` (the seed never reconciled those at all),
 ``workflowWorkers``, ``callback`` {``connectTimeoutMillSeconds``, ``readTimeoutMillSeconds``,
-``allowPrivateNetworks``, ``allowedCIDRs``} and ``events`` {``enabled``}.
+``allowPrivateNetworks``, ``allowedCIDRs``} and ``events`` {``enabled``, ``steps``}.
 
 Validation is strict: an unknown key or a value of the wrong type raises :class:`ConfigError` whose
 message starts with the key's path, e.g. ``controllerConfig.queue.maxRunningCount: expected an integer,
@@ -144,6 +144,9 @@ class EventsConfig:
 
     #: ``enabled``: emit Events on phase changes. Default true.
     enabled: bool = True
+    #: ``steps``: also a Normal Event per step start and success (two Event writes per step; off by
+    #: default, Warning Events for failing steps are always posted).
+    steps: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ class ControllerConfig:
             step_types=step_types,
             queue_strategy=self.queue.strategy,
             max_running_count=self.queue.max_running_count,
+            step_events=self.events.enabled and self.events.steps,
         )
 
     def reflector_config(self, base: ReflectorConfig | None = None) -> ReflectorConfig:
@@ -237,7 +241,7 @@ class ControllerConfig:
                     "allowPrivateNetworks": self.callback.allow_private_networks,
                     "allowedCIDRs": [str(n) for n in self.callback.allowed_cidrs],
                 },
-                "events": {"enabled": self.events.enabled},
+                "events": {"enabled": self.events.enabled, "steps": self.events.steps},
             },
         }
 
@@ -422,7 +426,7 @@ def parse_config(data: object) -> ControllerConfig:
         allow_private_networks=cb.get("allowPrivateNetworks", _bool, CallbackConfig.allow_private_networks),
         allowed_cidrs=cb.get("allowedCIDRs", _cidrs, ()),
     )
-    ev = _Reader(cc.data.get("events"), "controllerConfig.events", ("enabled",))
+    ev = _Reader(cc.data.get("events"), "controllerConfig.events", ("enabled", "steps"))
 
     return ControllerConfig(
         namespace=root.get("namespace", _str, ""),
@@ -436,7 +440,8 @@ def parse_config(data: object) -> ControllerConfig:
         step_defaults=defaults,
         workflow_workers=cc.get("workflowWorkers", _int(1), ControllerConfig.workflow_workers),
         callback=callback,
-        events=EventsConfig(enabled=ev.get("enabled", _bool, EventsConfig.enabled)),
+        events=EventsConfig(enabled=ev.get("enabled", _bool, EventsConfig.enabled),
+                            steps=ev.get("steps", _bool, EventsConfig.steps)),
     )
 
 

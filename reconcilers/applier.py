@@ -13,9 +13,16 @@ in the order ``decision.py`` documents, and stops at the first conflict.
 7. record Kubernetes Events (once the workflow's status write succeeded, even if a later write fails:
    the phase moved, so the next decision will not repeat them).
 
-At most one status write per object. Every successful write is remembered in the expectations (so the
-next reconcile does not act on an older cached copy); a 409 is remembered too (the cached copy is known
-to be old) and re-raised as :class:`~reconcilers.kube.Conflict` for the caller to requeue.
+At most one status write per object. Every successful write is remembered in the expectations and its
+response in the :class:`~reconcilers.fresh.FreshCache` (so the next reconcile and the step workers act
+on it at once, not on an older cached copy); a 409 is remembered too (the cached copy is known to be
+old) and re-raised as :class:`~reconcilers.kube.Conflict` for the caller to requeue.
+
+A workflow status change the Decision marks ``status_can_wait`` (it only summarises the steps, or
+first records Pending) is postponed up to ``status_delay`` seconds from when it was first wanted and
+then written, unless a change that cannot wait writes it sooner; the result says when to look again.
+Events marked ``with_status`` wait with it. The postponement lives in memory: after a restart the next
+reconcile simply starts the delay again.
 
 Status patches are computed against the *codec's view* of the cached status
 (``StepStatus.from_dict(cached).to_status()``), so fields this engine does not know (written by a newer
@@ -25,18 +32,23 @@ version, or by another component) are left alone, while fields the new status dr
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 import structlog
 
 from reconcilers.expectations import Expectations, object_key
+from reconcilers.fresh import FreshCache
 from reconcilers.kube import STEPS, WORKFLOWS, AlreadyExists, Conflict, Kube, NotFound, merge_patch
 from reconcilers.settings import CallbackWaker, EventSink
 from reconcilers.state_machine.decision import Decision, FinalizerChange, Invocation
 from reconcilers.state_machine.types import StepStatus, WorkflowStatus
 
-__all__ = ["Applier", "Obj"]
+__all__ = ["Applied", "Applier", "Obj"]
 
 log = structlog.get_logger(__name__)
 
@@ -52,9 +64,19 @@ def _rv(obj: Obj) -> str:
     return str(_meta(obj).get("resourceVersion") or "")
 
 
+@dataclass
+class Applied:
+    """What one :meth:`Applier.apply` did: the number of API writes, and when to look again for a
+    postponed workflow status write (None: nothing postponed)."""
+
+    writes: int = 0
+    requeue_after: timedelta | None = None
+
+
 class Applier:
-    """Stateless apart from its collaborators; called by the workflow workers concurrently (for
-    different workflows: the queue never hands one key to two workers)."""
+    """Stateless apart from its collaborators and the postponed status writes (``_waiting``, guarded
+    by ``_lock``); called by the workflow workers concurrently (for different workflows: the queue never
+    hands one key to two workers)."""
 
     def __init__(
         self,
@@ -64,58 +86,113 @@ class Applier:
         submit: Callable[[str, Invocation], None],
         events: EventSink,
         callbacks: CallbackWaker,
+        fresh_workflows: FreshCache | None = None,
+        fresh_steps: FreshCache | None = None,
+        status_delay: float = 0.0,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube = kube
         self.expectations = expectations
         self.submit = submit
         self.events = events
         self.callbacks = callbacks
+        self.fresh_workflows = fresh_workflows
+        self.fresh_steps = fresh_steps
+        self.status_delay = status_delay
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._waiting: dict[str, float] = {}  # workflow key -> when a postponed status write was first due
 
-    def apply(self, workflow: Obj, steps: Mapping[str, Obj], decision: Decision) -> None:
+    def apply(self, workflow: Obj, steps: Mapping[str, Obj], decision: Decision) -> Applied:
         """Apply ``decision``, decided from ``workflow`` and its Step objects (``steps`` by object name).
         Raises Conflict (requeue now), NotFound or another KubeError (requeue with backoff)."""
         meta = _meta(workflow)
         ns, name = str(meta.get("namespace") or ""), str(meta["name"])
+        wf_key = f"{ns}/{name}"
         latest: Obj = workflow
+        applied = Applied()
+        created: dict[str, str] = {}  # object name -> resourceVersion, for the Steps created here
 
         for create in decision.creates:
             body = create.body
             step_name = str(body["metadata"]["name"])
             try:
-                created = self.kube.create(STEPS, ns, body)
+                obj = self.kube.create(STEPS, ns, body)
             except AlreadyExists:
                 continue
-            self.expectations.wrote(object_key("Step", ns, step_name), _rv(created))
+            applied.writes += 1
+            created[step_name] = _rv(obj)
+            self._remember("Step", ns, step_name, obj)
             log.debug("step created", step=create.step, object=step_name)
 
         if decision.workflow is not None:
             old = WorkflowStatus.from_dict(workflow.get("status")).to_status()
             patch = merge_patch(old, decision.workflow.to_status())
-            if patch:
+            wait = self._postpone(wf_key, decision.status_can_wait) if patch else None
+            if wait is not None:
+                applied.requeue_after = timedelta(seconds=wait)
+                decision = replace(decision, events=tuple(e for e in decision.events if not e.with_status))
+            elif patch:
                 latest = self._write_status("Workflow", ns, name, _rv(workflow), patch)
+                applied.writes += 1
                 try:
-                    latest = self._apply_rest(latest, steps, decision)
+                    latest = self._apply_rest(latest, steps, decision, created, applied)
                 finally:
                     # The workflow's transition is written: its Events are due even if a later write
                     # failed (the next decide will not repeat them: the phase already moved).
                     self._record_events(latest, steps, decision)
-                return
-        latest = self._apply_rest(latest, steps, decision)
+                return applied
+            else:
+                self._settled(wf_key)
+        latest = self._apply_rest(latest, steps, decision, created, applied)
         self._record_events(latest, steps, decision)
+        return applied
 
-    def _apply_rest(self, workflow: Obj, steps: Mapping[str, Obj], decision: Decision) -> Obj:
+    def _postpone(self, wf_key: str, can_wait: bool) -> float | None:
+        """Seconds to wait before writing a workflow status that can wait; None: write it now."""
+        now = self._timer()
+        with self._lock:
+            if not can_wait or self.status_delay <= 0:
+                self._waiting.pop(wf_key, None)
+                return None
+            since = self._waiting.setdefault(wf_key, now)
+            left = since + self.status_delay - now
+            if left <= 0:
+                del self._waiting[wf_key]
+                return None
+            return left
+
+    def _settled(self, wf_key: str) -> None:
+        with self._lock:
+            self._waiting.pop(wf_key, None)
+
+    def postponed(self) -> int:
+        """Workflow status writes waiting now (for tests and metrics)."""
+        with self._lock:
+            return len(self._waiting)
+
+    def _apply_rest(self, workflow: Obj, steps: Mapping[str, Obj], decision: Decision,
+                    created: Mapping[str, str], applied: Applied) -> Obj:
         """Steps 3 to 6 (after the workflow's status); returns the latest copy of the workflow."""
         meta = _meta(workflow)
         ns = str(meta.get("namespace") or "")
         wf_key = f"{ns}/{meta['name']}"
         latest = workflow
         step_rvs = {n: _rv(o) for n, o in steps.items()}
+        skipped: set[str] = set()
         for change in decision.steps:
+            rv = change.resource_version
+            if not rv:  # a Step this decision created: write with the version the create returned
+                if change.object_name not in created:
+                    skipped.add(change.object_name)  # not created here (it existed): decide again
+                    continue
+                rv = created[change.object_name]
             cached = steps.get(change.object_name)
             old = StepStatus.from_dict(cached.get("status") if cached else None).to_status()
             patch = merge_patch(old, change.status.to_status())
             if patch:
-                written = self._write_status("Step", ns, change.object_name, change.resource_version, patch)
+                written = self._write_status("Step", ns, change.object_name, rv, patch)
+                applied.writes += 1
                 step_rvs[change.object_name] = _rv(written)
 
         released = False
@@ -124,20 +201,30 @@ class Applier:
                 obj = steps.get(fin.name)
                 if obj is None:
                     continue
-                step_rvs[fin.name] = _rv(self._finalizer(obj, fin, step_rvs.get(fin.name) or _rv(obj)))
+                before = step_rvs.get(fin.name) or _rv(obj)
+                step_rvs[fin.name] = _rv(self._finalizer(obj, fin, before))
+                applied.writes += step_rvs[fin.name] != before
             else:
-                latest = self._finalizer(latest, fin, _rv(latest))
+                before = _rv(latest)
+                latest = self._finalizer(latest, fin, before)
+                applied.writes += _rv(latest) != before
                 released = released or (not fin.add and bool(meta.get("deletionTimestamp")))
         if released:
             self.expectations.forget(object_key("Workflow", ns, str(meta["name"])))
+            self._settled(wf_key)
+            if self.fresh_workflows is not None:
+                self.fresh_workflows.forget(wf_key)
             for obj_name in steps:
                 self.expectations.forget(object_key("Step", ns, obj_name))
+                if self.fresh_steps is not None:
+                    self.fresh_steps.forget(f"{ns}/{obj_name}")
                 with contextlib.suppress(NotFound):
                     self.kube.delete(STEPS, ns, obj_name)
             log.info("workflow released", steps_deleted=len(steps))
 
         for inv in decision.invocations:
-            self.submit(wf_key, inv)
+            if inv.object_name not in skipped:
+                self.submit(wf_key, inv)
 
         pending = ((latest.get("status") or {}).get("callbacks") or {}).get("pending")
         if decision.callbacks or pending:
@@ -158,8 +245,13 @@ class Applier:
         except Conflict:
             self.expectations.conflicted(key, rv)
             raise
-        self.expectations.wrote(key, _rv(written))
-        return written
+        return self._remember(kind, ns, name, written)
+
+    def _remember(self, kind: str, ns: str, name: str, written: Obj) -> Obj:
+        """Our write of ``written`` succeeded: expectations and the FreshCache learn its version."""
+        self.expectations.wrote(object_key(kind, ns, name), _rv(written))
+        fresh = self.fresh_workflows if kind == "Workflow" else self.fresh_steps
+        return fresh.wrote(written) if fresh is not None else written
 
     def _finalizer(self, obj: Obj, change: FinalizerChange, rv: str) -> Obj:
         meta = _meta(obj)
@@ -178,6 +270,5 @@ class Applier:
         except Conflict:
             self.expectations.conflicted(key, rv)
             raise
-        self.expectations.wrote(key, _rv(written))
         log.debug("finalizer changed", kind=change.kind, object=name, add=change.add)
-        return written
+        return self._remember(change.kind, ns, name, written)

@@ -34,6 +34,7 @@ from reconcilers.applier import Applier
 from reconcilers.callbacks import CallbackSender
 from reconcilers.events import EventRecorder
 from reconcilers.expectations import Expectations
+from reconcilers.fresh import FreshCache
 from reconcilers.kube import STEPS, WORKFLOWS, Kube
 from reconcilers.settings import (
     CallbackWaker,
@@ -44,7 +45,7 @@ from reconcilers.settings import (
     NoopMetrics,
 )
 from reconcilers.steps import StepExecutor
-from reconcilers.workflow import OWNER_INDEX, WorkflowReconciler, owner_index
+from reconcilers.workflow import OWNER_INDEX, WorkflowReconciler, owner_index, owner_key
 from stepkit import StepRegistry
 
 __all__ = ["Engine", "EngineState"]
@@ -118,6 +119,12 @@ class Engine:
         self.workflows: SharedIndexInformer = self.informer_factory.informer_for(WORKFLOWS)
         self.steps: SharedIndexInformer = self.informer_factory.informer_for(
             STEPS, indexers={OWNER_INDEX: owner_index})
+        # Our own writes, visible to every reader before their watch events arrive.
+        self.fresh_workflows = FreshCache(self.workflows.indexer, ttl=settings.expectations_ttl)
+        self.fresh_steps = FreshCache(self.steps.indexer, owner=owner_key, owner_index=OWNER_INDEX,
+                                      ttl=settings.expectations_ttl)
+        self.workflows.add_event_handler(self.fresh_workflows)
+        self.steps.add_event_handler(self.fresh_steps)
 
         self._owned: list[_Lifecycle] = []
         if event_recorder is None and settings.events_enabled:
@@ -143,11 +150,15 @@ class Engine:
         self.executor = StepExecutor(
             kube=self.kube, registry=registry, workflows=self.workflows, steps=self.steps,
             expectations=self.expectations, settings=settings, now=self._now, clock=self._clock,
-            metrics=self._metrics, queue_metrics=queue_metrics)
+            metrics=self._metrics, queue_metrics=queue_metrics, fresh_workflows=self.fresh_workflows,
+            fresh_steps=self.fresh_steps)
         self.applier = Applier(self.kube, self.expectations, submit=self.executor.submit,
-                               events=self.event_recorder, callbacks=self.callback_sender)
+                               events=self.event_recorder, callbacks=self.callback_sender,
+                               fresh_workflows=self.fresh_workflows, fresh_steps=self.fresh_steps,
+                               status_delay=settings.status_delay)
         self.reconciler = WorkflowReconciler(
-            workflows=self.workflows, steps=self.steps, applier=self.applier, expectations=self.expectations,
+            workflows=self.workflows, steps=self.steps, fresh_workflows=self.fresh_workflows,
+            fresh_steps=self.fresh_steps, applier=self.applier, expectations=self.expectations,
             engine_config=engine_config, workers=settings.workflow_workers, stale_retry=settings.stale_retry,
             now=self._now, clock=self._clock, metrics=self._metrics, queue_metrics=queue_metrics)
         self.admission = Admission(
@@ -155,6 +166,7 @@ class Engine:
             engine_config=engine_config, events=self.event_recorder, now=self._now,
             period=settings.admission_period)
         self.workflows.add_event_handler(self.admission)
+        self.executor.on_outcome = self.reconciler.queue.add
 
     def _cached_workflow(self, key: str) -> Mapping[str, Any] | None:
         return self.workflows.indexer.get_by_key(key)

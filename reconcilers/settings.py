@@ -133,6 +133,10 @@ class EngineSettings:
     callback_allowed_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     #: Post Kubernetes Events (``controllerConfig.events.enabled``).
     events_enabled: bool = True
+    #: Seconds a workflow status write that only summarises its steps (the stepPhases counts shown by
+    #: ``kubectl get wf``, merged attributes, aggregated errors) or first records Pending may wait, to be
+    #: written together with the next change that matters. 0 writes every change at once.
+    status_delay: float = 1.0
 
     def __post_init__(self) -> None:
         if self.workflow_workers < 1:

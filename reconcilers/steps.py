@@ -24,7 +24,9 @@ A worker, for a key:
    status (the outcome functions never move a phase back: a late run result after a rollback decision
    only records its error/resource/attributes) and writes again.
 
-The Step's watch event then enqueues its workflow (the reconciler decides what follows).
+Then the worker enqueues the Step's workflow itself (``on_outcome``; the reconciler decides what
+follows) and leaves the written Step in the :class:`~reconcilers.fresh.FreshCache`, so the next step
+starts without waiting for the watch event of this write.
 
 The call deadline (``StepContext.deadline``) is ``EngineSettings.deadline_seconds(type)``: the type's
 own call timeout if configured, else ``max(rpc_timeout, call_timeout)`` with ``call_timeout`` defaulting
@@ -54,6 +56,7 @@ from informers import (
     split_key,
 )
 from reconcilers.expectations import Expectations, object_key
+from reconcilers.fresh import FreshCache
 from reconcilers.kube import STEPS, Conflict, Kube, KubeError, NotFound, TransportError, merge_patch
 from reconcilers.settings import EngineMetrics, EngineSettings
 from reconcilers.state_machine.decision import CallKind, Invocation
@@ -153,6 +156,9 @@ class StepExecutor:
         clock: Clock | None = None,
         metrics: EngineMetrics,
         queue_metrics: MetricsProvider | None = None,
+        fresh_workflows: FreshCache | None = None,
+        fresh_steps: FreshCache | None = None,
+        on_outcome: Callable[[str], None] | None = None,
     ) -> None:
         self.kube = kube
         self.registry = registry
@@ -160,6 +166,13 @@ class StepExecutor:
         self.steps = steps
         self.expectations = expectations
         self.settings = settings
+        # (not ``or``: an empty FreshCache is falsy)
+        self.fresh_workflows = fresh_workflows if fresh_workflows is not None else FreshCache(
+            getattr(workflows, "indexer", None))  # type: ignore[arg-type]  # a unit test passes None
+        self.fresh_steps = fresh_steps if fresh_steps is not None else FreshCache(
+            getattr(steps, "indexer", None))  # type: ignore[arg-type]
+        #: Called with the workflow key after an outcome was written (the engine: enqueue the workflow).
+        self.on_outcome = on_outcome
         self._now = now
         self._clock: Clock = clock or RealClock()
         self._metrics = metrics
@@ -178,7 +191,7 @@ class StepExecutor:
         """Want ``invocation`` (replacing an older wanted call of the same Step) and enqueue its Step."""
         ns, _ = split_key(workflow_key)
         key = f"{ns}/{invocation.object_name}"
-        step = self.steps.indexer.get_by_key(key)
+        step = self.fresh_steps.get_by_key(key)
         if step is None:
             return  # decide only asks for calls of Steps it saw; the cache lost it meanwhile
         step_type = str(step["spec"]["type"])
@@ -282,14 +295,14 @@ class StepExecutor:
             if self._wanted.get(key) is wanted:
                 del self._wanted[key]
         step_obj, wf = checked
-        self._call_and_record(tq, key, wanted.invocation, step_obj, wf)
+        self._call_and_record(tq, key, wanted.invocation, step_obj, wf, wanted.workflow_key)
 
     def _check(self, key: str, wanted: _Wanted) -> tuple[Obj, Workflow] | str | None:
         """``(step object, workflow)`` if the call is still due; "stale" to look again shortly; None
         (and the wanted call forgotten) when it is no longer wanted."""
         ns, obj_name = split_key(key)
-        step_obj = self.steps.indexer.get_by_key(key)
-        wf_obj = self.workflows.indexer.get_by_key(wanted.workflow_key)
+        step_obj = self.fresh_steps.get_by_key(key)
+        wf_obj = self.fresh_workflows.get_by_key(wanted.workflow_key)
         inv = wanted.invocation
         reason = None
         if step_obj is None or wf_obj is None:
@@ -335,7 +348,7 @@ class StepExecutor:
     # -- the call -----------------------------------------------------------------------------------
 
     def _call_and_record(self, tq: _TypeQueue, key: str, inv: Invocation, step_obj: Obj,
-                         wf: Workflow) -> None:
+                         wf: Workflow, wanted_workflow: str) -> None:
         step = Step.from_dict(step_obj)
         bound = log.bind(workflow=wf.name, namespace=wf.namespace, step=inv.step, step_type=tq.step_type,
                          direction=str(inv.kind), attempt=inv.attempt)
@@ -354,6 +367,8 @@ class StepExecutor:
                    error=str(outcome.error) if outcome.error else None)
         try:
             self._record(key, inv, step_obj, outcome, bound)
+            if self.on_outcome is not None:
+                self.on_outcome(wanted_workflow)
         except KubeError as exc:
             # The outcome is lost; the call is still due, so decide asks for it again (at-least-once).
             bound.warning("step outcome not written", error=str(exc), error_type=type(exc).__name__)
@@ -445,6 +460,7 @@ class StepExecutor:
                 time.sleep(0.1)
                 continue
             self.expectations.wrote(exp_key, str(written.get("metadata", {}).get("resourceVersion", "")))
+            self.fresh_steps.wrote(written)
             if new.phase is not current.status.phase:
                 bound.info("step phase changed", phase=str(new.phase), was=str(current.status.phase))
             return

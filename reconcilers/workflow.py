@@ -35,7 +35,6 @@ import structlog
 from informers import (
     Clock,
     DeletedFinalStateUnknown,
-    EnqueueHandler,
     MetricsProvider,
     RateLimitingQueue,
     SharedIndexInformer,
@@ -44,6 +43,7 @@ from informers import (
 )
 from reconcilers.applier import Applier
 from reconcilers.expectations import Expectations, object_key
+from reconcilers.fresh import FreshCache
 from reconcilers.kube import Conflict, KubeError, NotFound
 from reconcilers.settings import EngineMetrics
 from reconcilers.state_machine.config import EngineConfig
@@ -96,24 +96,44 @@ def owned_by(step: Obj, uid: str) -> bool:
     return not uid or any(r.get("uid") == uid for r in refs if r.get("kind") == "Workflow")
 
 
-class _StepHandler:
-    """Step events enqueue the owning workflow (low priority for the initial list and resyncs)."""
+class _Handler:
+    """Events enqueue the workflow (a Step's: its owner), low priority for the initial list and
+    resyncs. An event that carries exactly a version this process wrote wakes nothing: whoever wrote it
+    enqueued the workflow already (the applier after a reconcile that wrote, a step worker after an
+    outcome), and reads see the write through the FreshCache."""
 
-    def __init__(self, queue: RateLimitingQueue[str]) -> None:
+    def __init__(self, queue: RateLimitingQueue[str], fresh: FreshCache,
+                 key_of: Callable[[Obj | DeletedFinalStateUnknown], str | None]) -> None:
         self._queue = queue
+        self._fresh = fresh
+        self._key_of = key_of
+        self.skipped = 0
 
     def on_add(self, obj: Obj, is_in_initial_list: bool) -> None:
-        if key := owner_key(obj):
+        if (key := self._key_of(obj)) and not self._own(obj):
             self._queue.add(key, low_priority=is_in_initial_list)
 
     def on_update(self, old: Obj, new: Obj) -> None:
-        if key := owner_key(new):
+        if (key := self._key_of(new)) and not self._own(new):
             same = old["metadata"].get("resourceVersion") == new["metadata"].get("resourceVersion")
             self._queue.add(key, low_priority=same)
 
     def on_delete(self, obj: Obj | DeletedFinalStateUnknown) -> None:
-        if key := owner_key(obj):
+        if key := self._key_of(obj):
             self._queue.add(key)
+
+    def _own(self, obj: Obj) -> bool:
+        if self._fresh.consume_own_event(obj):
+            self.skipped += 1
+            return True
+        return False
+
+
+def _workflow_key(obj: Obj | DeletedFinalStateUnknown) -> str:
+    if isinstance(obj, DeletedFinalStateUnknown):
+        return obj.key
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name')}"
 
 
 class WorkflowReconciler:
@@ -128,6 +148,8 @@ class WorkflowReconciler:
         *,
         workflows: SharedIndexInformer,
         steps: SharedIndexInformer,
+        fresh_workflows: FreshCache,
+        fresh_steps: FreshCache,
         applier: Applier,
         expectations: Expectations,
         engine_config: EngineConfig,
@@ -140,6 +162,8 @@ class WorkflowReconciler:
     ) -> None:
         self.workflows = workflows
         self.steps = steps
+        self.fresh_workflows = fresh_workflows
+        self.fresh_steps = fresh_steps
         self.applier = applier
         self.expectations = expectations
         self.engine_config = engine_config
@@ -151,8 +175,10 @@ class WorkflowReconciler:
             "workflow", clock=clock, metrics_provider=queue_metrics)
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
-        workflows.add_event_handler(EnqueueHandler(self.queue))
-        steps.add_event_handler(_StepHandler(self.queue))
+        self.workflow_events = _Handler(self.queue, fresh_workflows, _workflow_key)
+        self.step_events = _Handler(self.queue, fresh_steps, owner_key)
+        workflows.add_event_handler(self.workflow_events)
+        steps.add_event_handler(self.step_events)
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -221,7 +247,7 @@ class WorkflowReconciler:
 
     def reconcile(self, key: str) -> float | None:
         """Decide and apply once; returns the seconds after which to look again (None: on change)."""
-        wf = self.workflows.indexer.get_by_key(key)
+        wf = self.fresh_workflows.get_by_key(key)
         ns, name = split_key(key)
         if wf is None:
             self.expectations.forget(object_key("Workflow", ns, name))
@@ -235,8 +261,7 @@ class WorkflowReconciler:
             # steps are never rolled back (client-go controllers wait for every cache for this reason).
             raise _Stale(key)
         uid = str(meta.get("uid") or "")
-        steps = {s["metadata"]["name"]: s for s in self.steps.indexer.by_index(OWNER_INDEX, key)
-                 if owned_by(s, uid)}
+        steps = {s["metadata"]["name"]: s for s in self.fresh_steps.owned(key) if owned_by(s, uid)}
         for obj_name, step in steps.items():
             if self.expectations.is_stale(object_key("Step", ns, obj_name),
                                           str(step["metadata"].get("resourceVersion"))):
@@ -247,11 +272,14 @@ class WorkflowReconciler:
                 raise _Stale(key)  # we created it; the cache does not show it yet
         decision = decide(wf, steps.values(), self._now(), self.engine_config)
         try:  # even a no-op decision: the applier wakes the callback sender for a pending outbox
-            self.applier.apply(wf, steps, decision)
+            applied = self.applier.apply(wf, steps, decision)
         except NotFound:
             if self.workflows.indexer.get_by_key(key) is None:
                 return None
             raise
-        if decision.requeue_after is None:
-            return None
-        return max(decision.requeue_after.total_seconds(), 0.001)
+        if applied.writes:
+            # Look again at once, on what was just written (the FreshCache shows it): a phase concludes
+            # only on observed step states, and the watch events of our own writes wake nothing.
+            self.queue.add(key)
+        after = [d.total_seconds() for d in (decision.requeue_after, applied.requeue_after) if d is not None]
+        return max(min(after), 0.001) if after else None

@@ -24,3 +24,6 @@ class EngineConfig:
     max_running_count: int = 100
     #: Aggregated workflow errors (runError, rollbackError, syncError) are cut to this many characters.
     max_error_length: int = 4096
+    #: Post a Normal Event per step start and success (``controllerConfig.events.steps``); off by default:
+    #: two Event writes per step would be a third of the engine's API writes.
+    step_events: bool = False

@@ -108,9 +108,13 @@ def _pending(wf: Workflow, objects: Mapping[str, Step], now: datetime, config: E
     phases = {s.name: Phase.PENDING for s in wf.spec.steps}
     status = _summary(wf, Phase.PENDING, phases, {}, (), now, config)
     status = status.with_condition(Condition(SPEC_VALID, "True", "Valid"), now)
-    events = () if wf.status != WorkflowStatus() else (
-        _event(wf, "Normal", "Queued", f"waiting for admission in queue {wf.spec.queue!r}"),)
-    return Decision(workflow=_changed(wf, status), finalizers=_hold(wf), events=events)
+    first = wf.status == WorkflowStatus()
+    # Recording "Pending" can wait: admission usually moves a new workflow on before the status write
+    # would land, and then the write (and its Event) is not needed at all.
+    events = (_event(wf, "Normal", "Queued", f"waiting for admission in queue {wf.spec.queue!r}",
+                     with_status=True),) if first else ()
+    return Decision(workflow=_changed(wf, status), finalizers=_hold(wf), events=events,
+                    status_can_wait=first or _only_summary(wf.status, status))
 
 
 def _reject(
@@ -119,7 +123,7 @@ def _reject(
     message = "; ".join(p.message for p in problems)
     status = wf.status.with_(phase=Phase.FAILED, finished_at=now, observed_generation=wf.generation)
     status = status.with_condition(Condition(SPEC_VALID, "False", problems[0].reason, message), now)
-    status, callbacks, events = _notify(wf, status, {}, (), now)
+    status, callbacks, events = _notify(wf, status, {}, (), now, EngineConfig())
     return Decision(
         workflow=status,
         finalizers=_release(wf, objects) if wf.deleting else (),
@@ -145,6 +149,7 @@ class _Plan:
     invocations: list[Invocation] = field(default_factory=list)
     wakeups: list[datetime] = field(default_factory=list)
     events: list[K8sEvent] = field(default_factory=list)
+    step_events: bool = False
 
     def status(self, name: str) -> StepStatus:
         return self.changes.get(name) or self.objects[name].status
@@ -183,30 +188,42 @@ class _Plan:
 def _advance(wf: Workflow, objects: Mapping[str, Step], now: datetime, config: EngineConfig) -> Decision:
     order = topological_order(wf.spec)
     observed = {name: objects[name].status for name in order if name in objects}
-    plan = _Plan(wf, objects, now, {name: observed[name].phase if name in observed else Phase.PENDING
-                                    for name in order})
     rolling_back = (wf.deleting or wf.status.phase is Phase.ROLLING_BACK
                     or any(map(_failed, observed.values())))
     creates: tuple[StepCreate, ...] = ()
+    if not rolling_back:
+        creates = tuple(StepCreate(s.name, step_body(wf, s)) for s in wf.spec.steps if s.name not in objects)
+        if creates and FINALIZER not in wf.finalizers:
+            # Admitted before its first reconcile held it: no Step exists without the finalizer that
+            # makes a deletion roll them back.
+            return Decision(finalizers=_hold(wf))
+        # A step created by this decision is planned as a Pending object with no resourceVersion yet:
+        # if it is ready it starts in the same decision (the applier writes its Running status with the
+        # version the create returned), saving a reconcile and a workflow status write per workflow.
+        objects = {**objects, **{c.step: Step.from_dict(c.body) for c in creates}}
+    plan = _Plan(wf, objects, now, {name: observed[name].phase if name in observed else Phase.PENDING
+                                    for name in order}, step_events=config.step_events)
     if rolling_back:
         _plan_rollback(plan, order)
     else:
-        creates = tuple(StepCreate(s.name, step_body(wf, s)) for s in wf.spec.steps if s.name not in objects)
         _plan_run(plan, order, observed)
 
     phase = _next_phase(wf.status.phase, plan, rolling_back)
     finished = not plan.changes and not _moving(plan)
     done = finished and all(plan.settled(name) for name in order)
     status = _summary(wf, phase, plan.phases, {**observed, **plan.changes}, order, now, config)
+    if status.condition(SPEC_VALID) is None:  # admitted before its Pending status was ever written
+        status = status.with_condition(Condition(SPEC_VALID, "True", "Valid"), now)
     if wf.deleting and not done:
         undoing = Condition(DELETING, "True", "RollingBack",
                             "rolling back every step that ran before removing the finalizers")
         status = status.with_condition(_deletion_blocked(plan, order) if finished else undoing, now)
-    status, callbacks, events = _notify(wf, status, observed, order, now)
+    status, callbacks, events = _notify(wf, status, observed, order, now, config)
     if phase is not wf.status.phase:
         events = (_phase_event(wf, phase, plan, order), *events)
     wakeups = sorted(plan.wakeups)
     return Decision(
+        status_can_wait=_only_summary(wf.status, status),
         creates=creates,
         workflow=_changed(wf, status),
         steps=tuple(StepStatusChange(name, objects[name].object_name, objects[name].resource_version, st)
@@ -237,9 +254,10 @@ def _plan_run(plan: _Plan, order: tuple[str, ...], observed: Mapping[str, StepSt
     for name in order:
         if name not in plan.objects:
             continue  # created by this decision; it starts once it is observed
-        if observed[name].phase is Phase.PENDING and _ready(plan.wf.spec.step(name), observed):
+        if plan.phases[name] is Phase.PENDING and _ready(plan.wf.spec.step(name), observed):
             plan.move(name, Phase.RUNNING)
-            plan.events.append(_event(plan.wf, "Normal", "StepStarted", f"step {name} started"))
+            if plan.step_events:
+                plan.events.append(_event(plan.wf, "Normal", "StepStarted", f"step {name} started"))
         plan.call(name)  # run when Running, sync when Success
 
 
@@ -311,8 +329,13 @@ def _summary(wf: Workflow, phase: Phase, phases: Mapping[str, Phase], statuses: 
 
 
 def _notify(wf: Workflow, status: WorkflowStatus, observed: Mapping[str, StepStatus], order: Iterable[str],
-            now: datetime) -> tuple[WorkflowStatus, tuple[CallbackEvent, ...], tuple[K8sEvent, ...]]:
-    """The callback events whose condition holds and that were not emitted yet, recorded in the outbox."""
+            now: datetime, config: EngineConfig,
+            ) -> tuple[WorkflowStatus, tuple[CallbackEvent, ...], tuple[K8sEvent, ...]]:
+    """The callback events whose condition holds and that were not emitted yet, recorded in the outbox.
+
+    Without ``spec.callback`` only the events that also post a Kubernetes Event are recorded (a step
+    failing for good, its rollback failing for good; a step's success with ``stepEvents``): an id
+    nobody consumes would cost a status write of its own."""
     wanted: list[tuple[CallbackType, str | None]] = []
     if status.started_at is not None:
         wanted.append((CallbackType.WORKFLOW_STARTED, None))
@@ -332,6 +355,11 @@ def _notify(wf: Workflow, status: WorkflowStatus, observed: Mapping[str, StepSta
                Phase.ROLLED_BACK: [(CallbackType.WORKFLOW_ROLLED_BACK, None)],
                Phase.FAILED: [(CallbackType.WORKFLOW_FAILED, None)]}.get(status.phase, [])
 
+    if not wf.spec.callback:
+        evented = {CallbackType.STEP_FAILED, CallbackType.STEP_ROLLBACK_FAILED}
+        if config.step_events:
+            evented.add(CallbackType.STEP_SUCCEEDED)
+        wanted = [(t, s) for t, s in wanted if t in evented]
     uid = wf.uid or f"{wf.namespace}/{wf.name}"
     emitted = set(status.callbacks.emitted)
     new: list[CallbackEvent] = []
@@ -388,8 +416,18 @@ def _phase_event(wf: Workflow, phase: Phase, plan: _Plan, order: tuple[str, ...]
     return _event(wf, "Warning", "RollingBack", f"rolling back: {why}")
 
 
-def _event(wf: Workflow, type_: str, reason: str, message: str) -> K8sEvent:
-    return K8sEvent("Workflow", wf.name, type_, reason, message)
+def _event(wf: Workflow, type_: str, reason: str, message: str, *, with_status: bool = False) -> K8sEvent:
+    return K8sEvent("Workflow", wf.name, type_, reason, message, with_status=with_status)
+
+
+#: What a workflow status only summarises from its Step objects (the printer columns' counts, merged
+#: attributes, aggregated errors): a change to these alone may be written a little later, together with
+#: the next change that matters (a phase, a condition, the callback outbox).
+_SUMMARY = ("step_phases", "attributes", "run_error", "rollback_error", "sync_error", "observed_generation")
+
+
+def _only_summary(old: WorkflowStatus, new: WorkflowStatus) -> bool:
+    return new != old and new.with_(**{f: getattr(old, f) for f in _SUMMARY}) == old
 
 
 def _changed(wf: Workflow, status: WorkflowStatus) -> WorkflowStatus | None:

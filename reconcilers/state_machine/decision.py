@@ -6,7 +6,10 @@ The applier carries a Decision out in this order and stops at the first conflict
 2. ``workflow``     write the workflow's status (with the resourceVersion it was decided from);
 3. ``steps``        write each changed Step status (with the Step's resourceVersion);
 4. ``finalizers``   remove/add finalizers (Steps before the Workflow);
-5. ``invocations``  hand the calls to the step queues (deduplicated by ``Invocation.key``);
+5. ``invocations``  hand the calls to the step queues (deduplicated by ``Invocation.key``); a call may
+                   name a Step created by this decision (its status change carries no
+                   resourceVersion: the applier uses the one the create returned, and drops the change
+                   and the call if the create did not happen);
 6. ``callbacks``    wake the callback sender (the events are already in the workflow's status outbox);
 7. ``events``       post Kubernetes Events;
 8. ``requeue_after`` look at the workflow again after this long (None: only when something changes).
@@ -103,6 +106,9 @@ class K8sEvent:
     type: str  # "Normal" or "Warning"
     reason: str
     message: str
+    #: Post it only together with the workflow status write of the same decision (when that write is
+    #: postponed, so is the Event: the next decision repeats both).
+    with_status: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,9 @@ class Decision:
     callbacks: tuple[CallbackEvent, ...] = ()
     events: tuple[K8sEvent, ...] = ()
     requeue_after: timedelta | None = None
+    #: The workflow status change only summarises the steps (or first records Pending): the applier may
+    #: postpone it briefly and write it together with a later change (``EngineSettings.status_delay``).
+    status_can_wait: bool = False
 
     @property
     def is_noop(self) -> bool:

@@ -180,7 +180,7 @@ def test_to_dict_round_trips_through_yaml() -> None:
             "steps": [{"kind": "random", "qps": 0.5, "concurrency": 1}],
             "workflowWorkers": 3,
             "callback": {"allowPrivateNetworks": False, "allowedCIDRs": ["192.168.0.0/16"]},
-            "events": {"enabled": False},
+            "events": {"enabled": False, "steps": True},
         },
     })
     assert parse_config(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg
@@ -195,6 +195,15 @@ def test_engine_and_reflector_configs_come_from_the_file() -> None:
     )
     base = ReflectorConfig(page_size=7)
     assert cfg.reflector_config(base) == ReflectorConfig(page_size=7, watch_idle_timeout=30.0)
+
+
+def test_per_step_events_are_opt_in() -> None:
+    assert parse_config({}).engine_config().step_events is False
+    on = parse_config({"controllerConfig": {"events": {"steps": True}}})
+    assert on.engine_config().step_events is True
+    # events.enabled false wins: no Events at all
+    off = parse_config({"controllerConfig": {"events": {"enabled": False, "steps": True}}})
+    assert off.engine_config().step_events is False
 
 
 def test_zero_throttle_qps_is_allowed_and_means_unlimited() -> None:

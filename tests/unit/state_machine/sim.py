@@ -135,7 +135,8 @@ class World:
         again = decide(copy.deepcopy(self.wf), copy.deepcopy(shuffled), self.now, self.config)
         assert again == decision, "decide is not a pure function of its inputs"
         assert decision.requeue_after is None or decision.requeue_after > timedelta(0)
-        assert all(i.object_name in self.objects for i in decision.invocations)
+        creating = {c.body["metadata"]["name"] for c in decision.creates}
+        assert all(i.object_name in self.objects or i.object_name in creating for i in decision.invocations)
         self.decisions.append(decision)
         return decision
 

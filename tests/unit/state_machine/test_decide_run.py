@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from reconcilers.state_machine.config import EngineConfig
 from reconcilers.state_machine.types import Phase
 from stepkit.context import derive_idempotency_key
 from tests.unit.state_machine.builders import (
@@ -71,12 +72,34 @@ def test_readiness(steps: list[dict[str, Any]], phases: dict[str, str | None], r
     wf = workflow(*steps)
     objs = [step_obj(wf, name, phase, **({"resource": {"status": resource}} if name == "a" else {}))
             for name, phase in phases.items()]
-    decision = run(wf, objs)
+    decision = run(wf, objs, config=EngineConfig(step_events=True))
     assert moved(decision) == dict.fromkeys(started, "Running")
     runs = {step for kind, step, _ in calls(decision) if kind == "run"}
     assert runs == set(started) | {name for name, phase in phases.items() if phase == "Running"}
     started_events = [e.message for e in decision.events if e.reason == "StepStarted"]
     assert started_events == [f"step {s} started" for s in started]
+    # Per-step Normal Events are opt-in (stepEvents): by default a start posts none.
+    assert not [e for e in run(wf, objs).events if e.reason == "StepStarted"]
+
+
+def test_steps_ready_when_created_start_in_the_same_decision() -> None:
+    wf = workflow(A, B)
+    decision = run(wf, [])
+    assert [c.step for c in decision.creates] == ["a", "b"]
+    # "a" has no dependOns: its Running status (no resourceVersion yet: the applier uses the create's)
+    # and its first run are in the decision that creates it; "b" waits for "a".
+    changes = [(c.step, c.resource_version, str(c.status.phase)) for c in decision.steps]
+    assert changes == [("a", "", "Running")]
+    assert calls(decision) == [("run", "a", 1)]
+
+
+def test_no_step_is_created_before_the_workflow_holds_its_finalizer() -> None:
+    wf = workflow(A)
+    wf["metadata"]["finalizers"] = []
+    decision = run(wf, [])
+    assert decision.creates == ()
+    assert decision.steps == ()
+    assert [(f.kind, f.add) for f in decision.finalizers] == [("Workflow", True)]
 
 
 @pytest.mark.parametrize(

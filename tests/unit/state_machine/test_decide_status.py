@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from reconcilers.state_machine.config import EngineConfig
 from reconcilers.state_machine.decision import CallbackType
-from reconcilers.state_machine.types import Phase
 from tests.unit.state_machine.builders import run, spec_step, step_obj, workflow
 
 
@@ -103,16 +103,25 @@ def test_callback_event_ids_and_payload() -> None:
     assert [e.reason for e in decision.events if e.reason == "StepSucceeded"] == ["StepSucceeded"]
 
 
-def test_without_a_callback_url_ids_are_recorded_but_nothing_is_queued() -> None:
-    wf = workflow(spec_step("a"), callback=False)
-    decision = run(wf, [step_obj(wf, "a", "Success")])
+def test_without_a_callback_url_only_ids_that_post_an_event_are_recorded() -> None:
+    wf = workflow(spec_step("a"), spec_step("b"), callback=False)
+    decision = run(wf, [step_obj(wf, "a", "Success"), step_obj(wf, "b", "RollingBack", failure="Run")])
     assert decision.callbacks == ()
     status = decision.workflow
     assert status is not None
-    assert status.phase is Phase.SUCCESS
     assert status.callbacks.pending == ()
-    assert status.callbacks.emitted == ("wf-uid:WorkflowStarted", "wf-uid:StepSucceeded:a",
-                                        "wf-uid:WorkflowSucceeded")
+    # Nobody consumes WorkflowStarted / StepSucceeded ids without a callback URL: recording them would
+    # cost a status write of its own. A step failing for good posts a Warning Event, once: its id is kept.
+    assert status.callbacks.emitted == ("wf-uid:StepFailed:b",)
+    assert [e.reason for e in decision.events if e.reason == "StepFailed"] == ["StepFailed"]
+
+
+def test_without_a_callback_url_step_events_record_successes_too() -> None:
+    wf = workflow(spec_step("a"), callback=False)
+    decision = run(wf, [step_obj(wf, "a", "Success")], config=EngineConfig(step_events=True))
+    assert decision.workflow is not None
+    assert decision.workflow.callbacks.emitted == ("wf-uid:StepSucceeded:a",)
+    assert [e.reason for e in decision.events if e.reason == "StepSucceeded"] == ["StepSucceeded"]
 
 
 def test_a_delivered_callback_leaves_the_outbox_and_is_not_emitted_again() -> None:
