@@ -26,6 +26,10 @@ class SharedInformerFactory:
     Contract: ``informer_for`` from any thread (returns the same informer for the same key; extra
     indexers are added to it); ``start``, ``wait_for_cache_sync`` and ``shutdown`` from the owning
     thread. ``start`` may be called again after new informers were requested; it starts only those.
+
+    ``compact`` (default ``True``) is the storage mode of the informers it builds (see
+    :mod:`informers.store`): JSON bytes decoded per read, ~1/4 of the memory of plain mode; an
+    ``informer_for(..., compact=...)`` argument overrides it for one informer (when it is built).
     """
 
     def __init__(
@@ -39,8 +43,10 @@ class SharedInformerFactory:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         watch_error_handler: Callable[[Exception], None] | None = None,
+        compact: bool = True,
     ) -> None:
         self.api_client = api_client
+        self.compact = compact
         self.namespace = namespace
         self._resync = resync_period
         self._transform = transform
@@ -59,6 +65,7 @@ class SharedInformerFactory:
         label_selector: str | None = None,
         field_selector: str | None = None,
         indexers: Mapping[str, IndexFunc] | None = None,
+        compact: bool | None = None,
     ) -> SharedIndexInformer:
         ns = namespace if namespace is not None else self.namespace
         key = (resource, ns, label_selector, field_selector)
@@ -71,6 +78,7 @@ class SharedInformerFactory:
                     lw, name=str(resource), indexers=indexers, transform=self._transform,
                     resync_period=self._resync, reflector_config=self._config, clock=self._clock,
                     rng=self._rng, watch_error_handler=self._error_handler,
+                    compact=self.compact if compact is None else compact,
                 )
                 self._informers[key] = informer
                 return informer

@@ -70,9 +70,13 @@ class ReflectorConfig:
 
 
 class ReflectorStore(Protocol):
-    """Where a reflector writes (the shared informer implements it). Called from the reflector thread."""
+    """Where a reflector writes (the shared informer implements it). Called from the reflector thread.
 
-    def replace(self, items: list[dict[str, Any]], resource_version: str) -> None: ...
+    ``prepare`` turns each listed object into what ``replace`` takes (the store's own form, e.g. JSON
+    bytes), page by page as the pages arrive, so the parsed pages need not be held until the end."""
+
+    def prepare(self, obj: dict[str, Any]) -> Any: ...
+    def replace(self, items: list[Any], resource_version: str) -> None: ...
     def add(self, obj: dict[str, Any]) -> None: ...
     def update(self, obj: dict[str, Any]) -> None: ...
     def delete(self, obj: dict[str, Any]) -> None: ...
@@ -232,11 +236,13 @@ class Reflector:
             del self._stats.list_resource_versions[:-16]  # keep the last few, for tests and debugging
         self._rv_unavailable = False
 
-    def _list_pages(self, rv: str) -> tuple[list[dict[str, Any]], str]:
+    def _list_pages(self, rv: str) -> tuple[list[Any], str]:
+        """The listed objects, each already through ``store.prepare``, and the list's RV."""
         page_size = self._config.page_size
         if rv not in ("", "0") and not self._paginated:
             page_size = 0  # let the watch cache serve a list at a specific RV
-        items: list[dict[str, Any]] = []
+        prepare = self._store.prepare
+        items: list[Any] = []
         token: str | None = None
         while True:
             self._check_stop()
@@ -252,13 +258,14 @@ class Reflector:
                 # The continue token expired between pages: one full, unpaged list instead.
                 self._log.info("continue token expired; listing without paging")
                 page = self._lw.list(ListOptions(resource_version=rv))
-                return page.items, page.resource_version
-            items.extend(page.items)
+                return [prepare(o) for o in page.items], page.resource_version
+            items.extend(map(prepare, page.items))
             if token is None and rv == "0" and page.continue_token:
                 self._paginated = True
-            if not page.continue_token:
-                return items, page.resource_version
-            token = page.continue_token
+            list_rv, token = page.resource_version, page.continue_token
+            del page  # the parsed page is garbage now, before the next one is fetched
+            if not token:
+                return items, list_rv
 
     def _watch_loop(self) -> None:
         c = self._config

@@ -28,6 +28,9 @@ def widget(name: str, ns: str = "ns", size: int = 1) -> dict[str, Any]:
 
 
 class Env:
+    #: The informer's storage mode; every test here runs in both (the ``storage_mode`` fixture).
+    COMPACT = False
+
     def __init__(self, objects: int = 0, page_size: int = 500, resync: float = 0.0) -> None:
         self.clock = FakeClock()
         self.lw = FakeListerWatcher([widget(f"w{i}") for i in range(objects)])
@@ -35,6 +38,7 @@ class Env:
         self.informer = SharedIndexInformer(
             self.lw, name="widgets", clock=self.clock, rng=NoJitter(), resync_period=resync,
             reflector_config=ReflectorConfig(page_size=page_size), watch_error_handler=self.errors.append,
+            compact=self.COMPACT,
         )
         self.handler = RecordingHandler()
         self.informer.add_event_handler(self.handler)
@@ -60,6 +64,12 @@ class Env:
         deadline = self.clock.next_deadline()
         assert deadline is not None
         return deadline - self.clock.now()
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["plain", "compact"])
+def storage_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    monkeypatch.setattr(Env, "COMPACT", request.param)
+    return bool(request.param)
 
 
 @pytest.fixture
