@@ -16,10 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconcilers.state_machine.config import EngineConfig, QueueStrategy
+from reconcilers.state_machine.dag import validate
 from reconcilers.state_machine.decision import Decision, K8sEvent
-from reconcilers.state_machine.types import ACTIVE, Phase, Workflow
+from reconcilers.state_machine.types import ACTIVE, Condition, Phase, Workflow
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+
+#: The condition type ``decide`` sets (repeated here: decide imports nothing from admission).
+SPEC_VALID = "SpecValid"
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,11 @@ def start(workflow: Workflow | Mapping[str, Any], now: datetime) -> Decision:
     """The decision that admits ``workflow``: Pending -> Running, ``startedAt = now``. The
     WorkflowStarted callback follows from the next ``decide`` (its id makes it happen once)."""
     wf = workflow if isinstance(workflow, Workflow) else Workflow.from_dict(workflow)
-    if wf.status.phase is not Phase.PENDING:
-        return Decision()
-    status = wf.status.with_(phase=Phase.RUNNING, started_at=now)
+    if wf.status.phase is not Phase.PENDING or validate(wf.spec, None):
+        return Decision()  # an invalid graph is never admitted: its first reconcile rejects it
+    # SpecValid here too: a workflow admitted before its Pending status was written (the reconciler
+    # postpones that write) gets the condition with this write instead of a write of its own.
+    status = wf.status.with_(phase=Phase.RUNNING, started_at=now).with_condition(
+        Condition(SPEC_VALID, "True", "Valid"), now)
     return Decision(workflow=status, events=(
         K8sEvent("Workflow", wf.name, "Normal", "Started", f"admitted from queue {wf.spec.queue!r}"),))

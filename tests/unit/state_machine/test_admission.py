@@ -104,6 +104,17 @@ def test_start_moves_pending_to_running_once() -> None:
     assert start(wf, NOW).is_noop
 
 
+def test_start_records_spec_valid_and_never_admits_a_cycle() -> None:
+    wf = workflow(spec_step("a"), phase=None)  # admitted before its Pending status was written
+    decision = start(wf, NOW)
+    assert decision.workflow is not None
+    valid = decision.workflow.condition("SpecValid")
+    assert valid is not None
+    assert valid.status == "True"
+    cyclic = workflow(spec_step("a", "b"), spec_step("b", "a"), phase="Pending")
+    assert start(cyclic, NOW).is_noop  # left for the reconciler, which rejects it
+
+
 def test_candidate_from_a_workflow_object() -> None:
     cand = Candidate.from_workflow(
         workflow(spec_step("a"), phase="Pending", created=datetime(2025, 5, 1, tzinfo=NOW.tzinfo))
