@@ -7,6 +7,12 @@ with the workflow's resourceVersion). A pass runs when something woke admission 
 changed phase, or was deleted; :meth:`Admission.on_workflow_event` decides) and every ``period`` seconds
 as a safety net. Wakes coalesce: one pass serves any number of wakes that arrived before it started.
 
+Admission keeps its own map of :class:`Candidate` s (the few fields it reads), fed by the Workflow
+informer's events (it is one of its handlers; added late, it gets the cache as a replay of adds), so a
+pass never scans the cache: with the informers' compact storage a scan would decode every cached
+workflow, on every pass. Only the workflows it starts are read from the cache. The same map gives
+:meth:`Admission.phase_counts`.
+
 Stale cache: a workflow whose cached copy is older than our own last write (expectations) is counted as
 *active* and never admitted in that pass. That errs on the safe side: right after we admit a workflow the
 cache may still show it Pending, and counting it as waiting would let a second pass admit one more than
@@ -16,15 +22,16 @@ conflict wakes it).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
-from informers import DeletedFinalStateUnknown, SharedIndexInformer
+from informers import DeletedFinalStateUnknown, SharedIndexInformer, meta_namespace_key
 from reconcilers.expectations import Expectations, object_key
 from reconcilers.kube import WORKFLOWS, Conflict, Kube, KubeError, NotFound, merge_patch
 from reconcilers.settings import EventSink
@@ -46,9 +53,9 @@ def _candidate(obj: Obj) -> Candidate:
     meta = obj["metadata"]
     status = obj.get("status") or {}
     return Candidate(
-        namespace=str(meta.get("namespace") or ""),
+        namespace=sys.intern(str(meta.get("namespace") or "")),
         name=str(meta["name"]),
-        queue=str((obj.get("spec") or {}).get("queue") or "default"),
+        queue=sys.intern(str((obj.get("spec") or {}).get("queue") or "default")),
         phase=Phase(status.get("phase") or Phase.PENDING),
         created_at=parse_time(meta.get("creationTimestamp")) or _EPOCH,
         started_at=parse_time(status.get("startedAt")),
@@ -56,11 +63,31 @@ def _candidate(obj: Obj) -> Candidate:
     )
 
 
+class _Entry(NamedTuple):
+    """One cached workflow as admission sees it: ``candidate`` is None when the object does not parse
+    (never admitted; still counted by ``phase_counts`` under its raw phase)."""
+
+    candidate: Candidate | None
+    resource_version: str
+    phase: str
+
+
+def _entry(obj: Obj) -> _Entry:
+    rv = str(obj["metadata"].get("resourceVersion") or "")
+    phase = str((obj.get("status") or {}).get("phase") or Phase.PENDING.value)
+    try:
+        return _Entry(_candidate(obj), rv, sys.intern(phase))
+    except (KeyError, ValueError, TypeError):
+        return _Entry(None, rv, sys.intern(phase))
+
+
 class Admission:
-    """Contract: ``start``/``stop`` from the owning thread; ``wake`` and ``on_workflow_event`` from any
-    thread (the informer's handler calls them inline: they only set a flag). One admission thread runs
-    the passes; ``run_once`` may also be called directly by a test. ``_cond`` guards ``_woken`` and
-    ``_stopped``.
+    """Contract: ``start``/``stop`` from the owning thread; ``wake`` and the event handler methods
+    (``on_add``/``on_update``/``on_delete``) from any thread (the informer calls them inline: they update
+    the candidate map and set a flag). One admission thread runs the passes; ``run_once`` may also be
+    called directly by a test; ``phase_counts`` from any thread. ``_cond`` guards ``_woken`` and
+    ``_stopped``; ``_lock`` guards ``_entries`` (workflow key -> its latest ``_Entry``, exactly the keys
+    of the objects in the informer's cache once the informer has synced and this handler was added).
     """
 
     def __init__(
@@ -82,6 +109,8 @@ class Admission:
         self._now = now
         self.period = period
         self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
         self._woken = True
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -95,10 +124,17 @@ class Admission:
             self._woken = True
             self._cond.notify()
 
+    def _remember(self, obj: Obj) -> None:
+        key, entry = meta_namespace_key(obj), _entry(obj)
+        with self._lock:
+            self._entries[key] = entry
+
     def on_add(self, obj: Obj, is_in_initial_list: bool) -> None:
+        self._remember(obj)
         self.wake()
 
     def on_update(self, old: Obj, new: Obj) -> None:
+        self._remember(new)
         before, after = old.get("status") or {}, new.get("status") or {}
         pending = (after.get("phase") or Phase.PENDING) == Phase.PENDING
         moved = before.get("phase") != after.get("phase")
@@ -108,7 +144,18 @@ class Admission:
             self.wake()
 
     def on_delete(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        with self._lock:
+            self._entries.pop(meta_namespace_key(obj), None)
         self.wake()
+
+    def phase_counts(self) -> dict[str, int]:
+        """Cached workflows per phase (a missing phase counts as ``Pending``); no cache scan."""
+        with self._lock:
+            entries = list(self._entries.values())
+        counts: dict[str, int] = {}
+        for e in entries:
+            counts[e.phase] = counts.get(e.phase, 0) + 1
+        return counts
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -146,15 +193,15 @@ class Admission:
     # -- one pass -----------------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """One admission pass over the cache; returns how many workflows it started."""
+        """One admission pass over the candidate map; returns how many workflows it started."""
         self.passes += 1
+        with self._lock:
+            entries = list(self._entries.values())
         candidates = []
-        for obj in self.workflows.indexer.list():
-            try:
-                c = _candidate(obj)
-            except (KeyError, ValueError):
+        for entry in entries:
+            c, rv = entry.candidate, entry.resource_version
+            if c is None:
                 continue
-            rv = str(obj["metadata"].get("resourceVersion") or "")
             stale = self.expectations.is_stale(object_key("Workflow", c.namespace, c.name), rv)
             if stale and c.phase is Phase.PENDING:  # probably admitted by us: count it as active
                 c = Candidate(c.namespace, c.name, c.queue, Phase.RUNNING, c.created_at,
