@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol, TypeGuard, cast
 
 import structlog
 from kubernetes.client import ApiClient
@@ -35,6 +35,7 @@ from reconcilers.callbacks import CallbackSender
 from reconcilers.events import EventRecorder
 from reconcilers.expectations import Expectations
 from reconcilers.fresh import FreshCache
+from reconcilers.gate import GatedApiClient, WriteGate
 from reconcilers.kube import STEPS, WORKFLOWS, Kube
 from reconcilers.settings import (
     CallbackWaker,
@@ -111,6 +112,10 @@ class Engine:
             engine_config = replace(engine_config, step_types=frozenset(registry.names()))
         self.engine_config = engine_config
 
+        self.write_gate: WriteGate | None = None
+        if settings.write_concurrency > 0:
+            self.write_gate = WriteGate(settings.write_concurrency)
+            api_client = cast(ApiClient, GatedApiClient(api_client, self.write_gate))
         self.kube = Kube(api_client, timeout=settings.rpc_timeout, connect_timeout=settings.rpc_timeout)
         self.expectations = Expectations(ttl=settings.expectations_ttl)
         self.informer_factory = informer_factory or SharedInformerFactory(

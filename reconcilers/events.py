@@ -46,6 +46,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from informers import Clock, RealClock
+from reconcilers.gate import Priority, priority
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -423,6 +424,10 @@ class EventRecorder:
     # -- the recorder's thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        with priority(Priority.BACKGROUND):  # Events pass the engine's write gate last
+            self._loop()
+
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and self._state is LifeCycle.RUNNING:

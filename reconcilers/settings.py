@@ -137,6 +137,10 @@ class EngineSettings:
     #: ``kubectl get wf``, merged attributes, aggregated errors) or first records Pending may wait, to be
     #: written together with the next change that matters. 0 writes every change at once.
     status_delay: float = 1.0
+    #: Mutating API requests in flight at once from the engine (reads never wait), handed out by
+    #: priority: running workflows' hand-offs, then everything else, then Events (``reconcilers.gate``).
+    #: A few are enough to keep one API server busy; more only lengthen its queue. 0 = no gate.
+    write_concurrency: int = 6
 
     def __post_init__(self) -> None:
         if self.workflow_workers < 1:

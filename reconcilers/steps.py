@@ -57,6 +57,7 @@ from informers import (
 )
 from reconcilers.expectations import Expectations, object_key
 from reconcilers.fresh import FreshCache
+from reconcilers.gate import Priority, priority
 from reconcilers.kube import STEPS, Conflict, Kube, KubeError, NotFound, TransportError, merge_patch
 from reconcilers.settings import EngineMetrics, EngineSettings
 from reconcilers.state_machine.decision import CallKind, Invocation
@@ -366,7 +367,8 @@ class StepExecutor:
         bound.info("step call finished", outcome=outcome.label, seconds=round(seconds, 3),
                    error=str(outcome.error) if outcome.error else None)
         try:
-            self._record(key, inv, step_obj, outcome, bound)
+            with priority(Priority.HANDOFF):  # a running workflow's progress: first through the gate
+                self._record(key, inv, step_obj, outcome, bound)
             if self.on_outcome is not None:
                 self.on_outcome(wanted_workflow)
         except KubeError as exc:

@@ -44,6 +44,7 @@ from informers import (
 from reconcilers.applier import Applier
 from reconcilers.expectations import Expectations, object_key
 from reconcilers.fresh import FreshCache
+from reconcilers.gate import Priority, priority
 from reconcilers.kube import Conflict, KubeError, NotFound
 from reconcilers.settings import EngineMetrics
 from reconcilers.state_machine.config import EngineConfig
@@ -271,8 +272,12 @@ class WorkflowReconciler:
             if obj_name not in steps and self.expectations.expects(object_key("Step", ns, obj_name)):
                 raise _Stale(key)  # we created it; the cache does not show it yet
         decision = decide(wf, steps.values(), self._now(), self.engine_config)
+        # A workflow with Steps is running (or undoing): its writes are hand-offs and go first through
+        # the write gate; a new workflow's finalizer and first Steps wait behind them.
+        level = Priority.HANDOFF if steps else Priority.NORMAL
         try:  # even a no-op decision: the applier wakes the callback sender for a pending outbox
-            applied = self.applier.apply(wf, steps, decision)
+            with priority(level):
+                applied = self.applier.apply(wf, steps, decision)
         except NotFound:
             if self.workflows.indexer.get_by_key(key) is None:
                 return None
