@@ -13,6 +13,12 @@ pass never scans the cache: with the informers' compact storage a scan would dec
 workflow, on every pass. Only the workflows it starts are read from the cache. The same map gives
 :meth:`Admission.phase_counts`.
 
+The workflows one pass admits are written concurrently by ``writers`` threads (200 workflows submitted
+at once would otherwise wait for 200 sequential writes); the pass ends when every write returned, so
+the next pass sees their expectations. Each write lands in the :class:`~reconcilers.fresh.FreshCache`
+and ``on_admitted`` (the engine: enqueue the workflow) is told at once, so the first reconcile does not
+wait for the watch event.
+
 Stale cache: a workflow whose cached copy is older than our own last write (expectations) is counted as
 *active* and never admitted in that pass. That errs on the safe side: right after we admit a workflow the
 cache may still show it Pending, and counting it as waiting would let a second pass admit one more than
@@ -26,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -33,6 +40,7 @@ import structlog
 
 from informers import DeletedFinalStateUnknown, SharedIndexInformer, meta_namespace_key
 from reconcilers.expectations import Expectations, object_key
+from reconcilers.fresh import FreshCache
 from reconcilers.kube import WORKFLOWS, Conflict, Kube, KubeError, NotFound, merge_patch
 from reconcilers.settings import EventSink
 from reconcilers.state_machine.admission import Candidate, admit, start
@@ -100,8 +108,14 @@ class Admission:
         events: EventSink,
         now: Callable[[], datetime],
         period: float = 10.0,
+        writers: int = 4,
+        fresh: FreshCache | None = None,
+        on_admitted: Callable[[str], None] | None = None,
     ) -> None:
         self.workflows = workflows
+        self.fresh = fresh if fresh is not None else FreshCache(workflows.indexer)
+        self.on_admitted = on_admitted
+        self.writers = max(1, writers)
         self.kube = kube
         self.expectations = expectations
         self.engine_config = engine_config
@@ -207,22 +221,29 @@ class Admission:
                 c = Candidate(c.namespace, c.name, c.queue, Phase.RUNNING, c.created_at,
                               c.started_at or self._now(), c.deleting)
             candidates.append(c)
-        started = 0
-        for chosen in admit(candidates, self.engine_config):
-            cached = self.workflows.indexer.get_by_key(chosen.key)
-            if cached is None:
-                continue
-            try:
-                started += self._start(cached)
-            except Conflict:
-                log.debug("admission conflict; next pass", workflow=chosen.key)
-            except NotFound:
-                continue
-            except KubeError as exc:
-                # no immediate retry (no hot loop against a failing API): the periodic pass retries
-                log.warning("admission write failed", workflow=chosen.key, error=str(exc))
+        chosen = admit(candidates, self.engine_config)
+        if len(chosen) > 1 and self.writers > 1:
+            with ThreadPoolExecutor(min(self.writers, len(chosen)), "admission-write") as pool:
+                started = sum(pool.map(self._admit, chosen))
+        else:
+            started = sum(map(self._admit, chosen))
         self.admitted += started
         return started
+
+    def _admit(self, chosen: Candidate) -> int:
+        cached = self.fresh.get_by_key(chosen.key)
+        if cached is None:
+            return 0
+        try:
+            return self._start(cached)
+        except Conflict:
+            log.debug("admission conflict; next pass", workflow=chosen.key)
+        except NotFound:
+            pass
+        except KubeError as exc:
+            # no immediate retry (no hot loop against a failing API): the periodic pass retries
+            log.warning("admission write failed", workflow=chosen.key, error=str(exc))
+        return 0
 
     def _start(self, obj: Obj) -> int:
         meta = obj["metadata"]
@@ -239,6 +260,9 @@ class Admission:
             self.expectations.conflicted(key, rv)
             raise
         self.expectations.wrote(key, str(written["metadata"]["resourceVersion"]))
+        self.fresh.wrote(written)
+        if self.on_admitted is not None:
+            self.on_admitted(f"{ns}/{name}")
         log.info("workflow admitted", workflow=f"{ns}/{name}", queue=(obj.get("spec") or {}).get("queue"))
         for event in decision.events:
             self.events.record(written, event.type, event.reason, event.message)

@@ -169,7 +169,8 @@ class Engine:
         self.admission = Admission(
             workflows=self.workflows, kube=self.kube, expectations=self.expectations,
             engine_config=engine_config, events=self.event_recorder, now=self._now,
-            period=settings.admission_period)
+            period=settings.admission_period, fresh=self.fresh_workflows,
+            on_admitted=self.reconciler.enqueue_new)
         self.workflows.add_event_handler(self.admission)
         self.executor.on_outcome = self.reconciler.queue.add
 

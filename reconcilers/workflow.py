@@ -104,30 +104,46 @@ class _Handler:
     outcome), and reads see the write through the FreshCache."""
 
     def __init__(self, queue: RateLimitingQueue[str], fresh: FreshCache,
-                 key_of: Callable[[Obj | DeletedFinalStateUnknown], str | None]) -> None:
+                 key_of: Callable[[Obj | DeletedFinalStateUnknown], str | None],
+                 low_priority: Callable[[Obj], bool] | None = None) -> None:
         self._queue = queue
         self._fresh = fresh
         self._key_of = key_of
+        self._low_priority = low_priority
         self.skipped = 0
 
     def on_add(self, obj: Obj, is_in_initial_list: bool) -> None:
         if (key := self._key_of(obj)) and not self._own(obj):
-            self._queue.add(key, low_priority=is_in_initial_list)
+            self._queue.add(key, low_priority=is_in_initial_list or self._low(obj))
 
     def on_update(self, old: Obj, new: Obj) -> None:
         if (key := self._key_of(new)) and not self._own(new):
             same = old["metadata"].get("resourceVersion") == new["metadata"].get("resourceVersion")
-            self._queue.add(key, low_priority=same)
+            self._queue.add(key, low_priority=same or self._low(new))
 
     def on_delete(self, obj: Obj | DeletedFinalStateUnknown) -> None:
         if key := self._key_of(obj):
             self._queue.add(key)
+
+    def _low(self, obj: Obj) -> bool:
+        return self._low_priority(obj) if self._low_priority is not None else False
 
     def _own(self, obj: Obj) -> bool:
         if self._fresh.consume_own_event(obj):
             self.skipped += 1
             return True
         return False
+
+
+def _not_started(wf: Obj) -> bool:
+    """A workflow that has not started any step yet (nor is being deleted): its reconciles (finalizer,
+    first Steps) wait behind those of running workflows in the queue, as its writes do at the gate."""
+    if (wf.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = wf.get("status") or {}
+    counts = status.get("stepPhases") or {}
+    return status.get("phase") in (None, "", "Pending") or not any(
+        counts.get(p) for p in ("Running", "Success", "RollingBack", "RollBacked", "Failed"))
 
 
 def _workflow_key(obj: Obj | DeletedFinalStateUnknown) -> str:
@@ -176,7 +192,7 @@ class WorkflowReconciler:
             "workflow", clock=clock, metrics_provider=queue_metrics)
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
-        self.workflow_events = _Handler(self.queue, fresh_workflows, _workflow_key)
+        self.workflow_events = _Handler(self.queue, fresh_workflows, _workflow_key, _not_started)
         self.step_events = _Handler(self.queue, fresh_steps, owner_key)
         workflows.add_event_handler(self.workflow_events)
         steps.add_event_handler(self.step_events)
@@ -196,6 +212,10 @@ class WorkflowReconciler:
         end = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, end - time.monotonic()))
+
+    def enqueue_new(self, key: str) -> None:
+        """A workflow that has not started yet wants a reconcile (admission just admitted it)."""
+        self.queue.add(key, low_priority=True)
 
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
@@ -285,6 +305,6 @@ class WorkflowReconciler:
         if applied.writes:
             # Look again at once, on what was just written (the FreshCache shows it): a phase concludes
             # only on observed step states, and the watch events of our own writes wake nothing.
-            self.queue.add(key)
+            self.queue.add(key, low_priority=level is Priority.NORMAL)
         after = [d.total_seconds() for d in (decision.requeue_after, applied.requeue_after) if d is not None]
         return max(min(after), 0.001) if after else None
