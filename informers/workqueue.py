@@ -14,6 +14,9 @@
 Priorities (controller-runtime's priority queue, reduced to two levels): ``add(x, low_priority=True)``
 puts ``x`` behind every normal-priority item. Adding an item already waiting at low priority with
 normal priority raises it (the higher priority wins, never the reverse). Within a level, FIFO.
+``max_low_in_flight`` (None: no limit) caps how many low-priority items are processing at once: a
+worker does not take a low-priority item while that many are processing, so work at low priority that
+blocks (on a shared resource that serves normal priority first) can never hold every worker.
 
 Use it as ``with queue.get() as key: ...`` (``done`` cannot be forgotten; raises :class:`ShutDown`
 when the queue is shut down and drained), or ``key, shutdown = queue.get()`` then ``queue.done(key)``.
@@ -91,7 +94,11 @@ class Queue(Generic[T]):
         self._queues: tuple[deque[tuple[T, int]], deque[tuple[T, int]]] = (deque(), deque())
         self._dirty: dict[T, tuple[int, int]] = {}
         self._processing: set[T] = set()
+        self._processing_low: set[T] = set()
+        #: At most this many low-priority items processing at once (None: no limit).
+        self.max_low_in_flight: int | None = None
         self._ready = 0
+        self._ready_level = [0, 0]
         self._seq = 0
         self._shutting_down = False
         self._drain = False
@@ -113,6 +120,8 @@ class Queue(Generic[T]):
                 self._dirty[item] = (level, self._seq)
                 if item not in self._processing:
                     self._queues[level].append((item, self._seq))  # the old low entry is now dead
+                    self._ready_level[current[0]] -= 1
+                    self._ready_level[level] += 1
                     self._cond.notify()
             return
         self._seq += 1
@@ -122,6 +131,7 @@ class Queue(Generic[T]):
             return  # done() makes it ready again
         self._queues[level].append((item, self._seq))
         self._ready += 1
+        self._ready_level[level] += 1
         self._cond.notify()
 
     # -- consumer side ------------------------------------------------------------------------------
@@ -129,21 +139,33 @@ class Queue(Generic[T]):
     def get(self) -> Got[T]:
         """Block until an item is ready (or the queue is shut down and empty)."""
         with self._cond:
-            while self._ready == 0 and not self._shutting_down:
+            while not self._takeable_locked() and not self._shutting_down:
                 self._cond.wait()
             if self._ready == 0:
                 return Got(None, True, self)
-            item = self._pop_locked()
+            item = self._pop_locked(low=self._low_allowed_locked() or self._shutting_down)
             return Got(item, False, self)
 
-    def _pop_locked(self) -> T:
+    def _low_allowed_locked(self) -> bool:
+        cap = self.max_low_in_flight
+        return cap is None or len(self._processing_low) < cap
+
+    def _takeable_locked(self) -> bool:
+        return self._ready_level[_HIGH] > 0 or (self._ready_level[_LOW] > 0 and self._low_allowed_locked())
+
+    def _pop_locked(self, *, low: bool = True) -> T:
         for level, q in enumerate(self._queues):
+            if level == _LOW and not low:
+                break
             while q:
                 item, seq = q.popleft()
                 if self._dirty.get(item) == (level, seq) and item not in self._processing:
                     del self._dirty[item]
                     self._processing.add(item)
+                    if level == _LOW:
+                        self._processing_low.add(item)
                     self._ready -= 1
+                    self._ready_level[level] -= 1
                     self._metrics.get(item)
                     return item
         raise AssertionError("workqueue invariant broken: _ready > 0 but no live entry")
@@ -153,11 +175,15 @@ class Queue(Generic[T]):
             if item not in self._processing:
                 return
             self._processing.discard(item)
+            if item in self._processing_low:
+                self._processing_low.discard(item)
+                self._cond.notify()  # a worker may take a low-priority item again
             self._metrics.done(item)
             entry = self._dirty.get(item)
             if entry is not None:
                 self._queues[entry[0]].append((item, entry[1]))
                 self._ready += 1
+                self._ready_level[entry[0]] += 1
                 self._cond.notify()
             if self._drain and not self._processing:
                 self._cond.notify_all()

@@ -190,6 +190,10 @@ class WorkflowReconciler:
         self._metrics = metrics
         self.queue: RateLimitingQueue[str] = RateLimitingQueue(
             "workflow", clock=clock, metrics_provider=queue_metrics)
+        # Low priority = a workflow that has not started (or the initial list / a resync): its writes
+        # wait behind running workflows' at the write gate, so it must not be able to hold every
+        # worker while hand-offs wait in this queue.
+        self.queue.max_low_in_flight = max(1, workers // 4)
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.workflow_events = _Handler(self.queue, fresh_workflows, _workflow_key, _not_started)

@@ -198,3 +198,40 @@ def test_stress_no_key_is_ever_processed_concurrently_and_every_add_is_seen() ->
     assert seen_version == added_version  # the final state of every key was processed
     assert sum(runs.values()) <= 8 * adds_per_producer
     assert set(runs) == set(range(keys))
+
+
+def test_max_low_in_flight_keeps_workers_for_normal_priority_items() -> None:
+    q: Queue[str] = Queue("capped")
+    q.max_low_in_flight = 1
+    q.add("low-1", low_priority=True)
+    q.add("low-2", low_priority=True)
+    assert q.get().key == "low-1"
+    got: list[str] = []
+    t = threading.Thread(target=lambda: got.append(str(q.get().key)))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive()  # low-2 waits: one low-priority item is processing already
+    q.add("normal")  # a normal item is taken at once, cap or not
+    t.join(5)
+    assert got == ["normal"]
+    q.done("normal")
+    q.add("low-1", low_priority=True)  # re-added while processing: waits for done
+    q.done("low-1")  # frees the low slot: low-2 first (FIFO), then low-1
+    assert q.get().key == "low-2"
+    q.done("low-2")
+    assert q.get().key == "low-1"
+    q.done("low-1")
+    assert len(q) == 0
+
+
+def test_raising_a_waiting_low_item_lets_it_pass_the_cap() -> None:
+    q: Queue[str] = Queue("capped")
+    q.max_low_in_flight = 1
+    q.add("a", low_priority=True)
+    q.add("b", low_priority=True)
+    assert q.get().key == "a"
+    q.add("b")  # raised to normal priority
+    assert q.get().key == "b"
+    q.done("a")
+    q.done("b")
+    assert len(q) == 0
