@@ -66,11 +66,13 @@ def _rv(obj: Obj) -> str:
 
 @dataclass
 class Applied:
-    """What one :meth:`Applier.apply` did: the number of API writes, and when to look again for a
-    postponed workflow status write (None: nothing postponed)."""
+    """What one :meth:`Applier.apply` did: the number of API writes, when to look again for a postponed
+    workflow status write (None: nothing postponed), the invocations it did not hand over."""
 
     writes: int = 0
     requeue_after: timedelta | None = None
+    #: Invocations not handed over (their Step's create found it existing: decide again).
+    skipped: int = 0
 
 
 class Applier:
@@ -223,7 +225,9 @@ class Applier:
             log.info("workflow released", steps_deleted=len(steps))
 
         for inv in decision.invocations:
-            if inv.object_name not in skipped:
+            if inv.object_name in skipped:
+                applied.skipped += 1
+            else:
                 self.submit(wf_key, inv)
 
         pending = ((latest.get("status") or {}).get("callbacks") or {}).get("pending")

@@ -59,10 +59,12 @@ def priority(level: Priority) -> Iterator[None]:
 
 
 class _Waiter:
+    """One blocked request: woken alone when a slot is handed to it (no thundering herd)."""
+
     __slots__ = ("granted",)
 
     def __init__(self) -> None:
-        self.granted = False
+        self.granted = threading.Event()
 
 
 class WriteGate:
@@ -74,7 +76,7 @@ class WriteGate:
         if slots < 1:
             raise ValueError("slots must be >= 1")
         self.slots = slots
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._free = slots
         self._waiting: dict[Priority, deque[_Waiter]] = {p: deque() for p in Priority}
         self.waited = 0  # requests that had to wait (for tests and the bench)
@@ -88,31 +90,29 @@ class WriteGate:
             self._release()
 
     def _acquire(self, level: Priority) -> None:
-        with self._cond:
+        with self._lock:
             if self._free > 0 and not any(self._waiting[p] for p in Priority if p <= level):
                 self._free -= 1
                 return
             me = _Waiter()
             self._waiting[level].append(me)
             self.waited += 1
-            while not me.granted:
-                self._cond.wait()
+        me.granted.wait()
 
     def _release(self) -> None:
-        with self._cond:
+        with self._lock:
             for p in Priority:
                 if self._waiting[p]:
-                    self._waiting[p].popleft().granted = True  # the slot passes straight to it
-                    self._cond.notify_all()
+                    self._waiting[p].popleft().granted.set()  # the slot passes straight to it
                     return
             self._free += 1
 
     def in_flight(self) -> int:
-        with self._cond:
+        with self._lock:
             return self.slots - self._free
 
     def queued(self) -> dict[str, int]:
-        with self._cond:
+        with self._lock:
             return {p.name: len(q) for p, q in self._waiting.items()}
 
 

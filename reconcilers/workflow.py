@@ -306,9 +306,10 @@ class WorkflowReconciler:
             if self.workflows.indexer.get_by_key(key) is None:
                 return None
             raise
-        if applied.writes:
+        if applied.writes and (applied.skipped or not decision.invocations):
             # Look again at once, on what was just written (the FreshCache shows it): a phase concludes
-            # only on observed step states, and the watch events of our own writes wake nothing.
+            # only on observed step states, and the watch events of our own writes wake nothing. With
+            # calls handed to the step workers this is not needed: each outcome enqueues the workflow.
             self.queue.add(key, low_priority=level is Priority.NORMAL)
         after = [d.total_seconds() for d in (decision.requeue_after, applied.requeue_after) if d is not None]
         return max(min(after), 0.001) if after else None
