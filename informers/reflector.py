@@ -2,12 +2,16 @@
 
 Loop, as client-go's ``ListAndWatch`` under ``BackoffUntil(sliding)``:
 
-1. **LIST**, paged (``limit=500`` + ``continue``), with client-go's resourceVersion rules: the first
-   list asks for ``RV="0"`` (served from the watch cache), later relists for ``RV=<last synced>``
-   ("not older than"), and after a 410 Expired / "too large RV" answer ``RV=""`` (a quorum read,
-   retried at once). A list at a specific RV is not paged unless the first list came back paged. A 410
-   on a later page (the continue token expired) falls back to one full list. The result replaces the
-   store content (the store turns vanished objects into tombstones).
+1. **LIST**, paged (``limit=500`` + ``continue``). By default (``paged_consistent_lists``, not
+   client-go) every list is a consistent read, ``RV=""``, which the API server pages: the client never
+   parses more than one page at once. With ``paged_consistent_lists=False``, client-go's
+   resourceVersion rules: the first list asks for ``RV="0"`` (served from the watch cache), later
+   relists for ``RV=<last synced>`` ("not older than"), and after a 410 Expired / "too large RV" answer
+   ``RV=""`` (a quorum read, retried at once). A list at a specific RV is not paged unless the first
+   list came back paged — and the watch cache ignores ``limit`` for ``RV="0"`` (measured on 1.36: 1,200
+   objects in one response to ``limit=500``), so those lists arrive whole. A 410 on a later page (the
+   continue token expired) falls back to one full list. The result replaces the store content (the
+   store turns vanished objects into tombstones).
 2. **WATCH** from the list's RV with bookmarks, a server timeout random in [5, 10] min and a client
    read timeout (the *idle timeout*). Each event is applied to the store and the RV remembered.
 
@@ -52,6 +56,12 @@ class ReflectorConfig:
 
     #: LIST page size (``limit``); 0 disables paging.
     page_size: int = 500
+    #: True (not client-go): every LIST is a consistent read (``RV=""``) paged by ``page_size``, so the
+    #: client holds at most one parsed page: a 60,000-object list served from the watch cache at
+    #: ``RV="0"`` comes in one response (the cache ignores ``limit``), parsed whole before the store sees
+    #: an object. The price is on the API server: a consistent read (from its watch cache since
+    #: Kubernetes 1.31's ConsistentListFromCache, from etcd before). False: client-go's rules (above).
+    paged_consistent_lists: bool = True
     #: Server-side watch timeout: random in [min, 2*min] seconds per watch request.
     min_watch_timeout: float = 300.0
     #: Client read timeout of a watch, seconds: a stream silent this long is dead (not client-go:
@@ -212,7 +222,7 @@ class Reflector:
         self._watch_loop()
 
     def _relist_resource_version(self) -> str:
-        if self._rv_unavailable:
+        if self._rv_unavailable or self._config.paged_consistent_lists:
             return ""
         return self._last_rv or "0"
 

@@ -31,13 +31,17 @@ class Env:
     #: The informer's storage mode; every test here runs in both (the ``storage_mode`` fixture).
     COMPACT = False
 
-    def __init__(self, objects: int = 0, page_size: int = 500, resync: float = 0.0) -> None:
+    def __init__(self, objects: int = 0, page_size: int = 500, resync: float = 0.0,
+                 paged_consistent_lists: bool = False) -> None:
+        """``paged_consistent_lists`` is off by default here: most tests are of client-go's RV rules."""
         self.clock = FakeClock()
         self.lw = FakeListerWatcher([widget(f"w{i}") for i in range(objects)])
         self.errors: list[Exception] = []
         self.informer = SharedIndexInformer(
             self.lw, name="widgets", clock=self.clock, rng=NoJitter(), resync_period=resync,
-            reflector_config=ReflectorConfig(page_size=page_size), watch_error_handler=self.errors.append,
+            reflector_config=ReflectorConfig(page_size=page_size,
+                                             paged_consistent_lists=paged_consistent_lists),
+            watch_error_handler=self.errors.append,
             compact=self.COMPACT,
         )
         self.handler = RecordingHandler()
@@ -93,6 +97,27 @@ def test_initial_list_is_rv0_paged_then_watch_with_bookmarks(env: Env) -> None:
     assert w.allow_watch_bookmarks
     assert 300 <= (w.timeout_seconds or 0) <= 600
     env.informer.stop()
+
+
+def test_by_default_every_list_is_a_consistent_paged_read() -> None:
+    assert ReflectorConfig().paged_consistent_lists
+    env = Env(objects=5, page_size=2, paged_consistent_lists=True)
+    try:
+        env.start()
+        env.lw.create(widget("new"))
+        wait_until(lambda: env.informer.last_sync_resource_version == "6")
+        env.lw.compact()
+        env.lw.expire_watches()  # ERROR 410 on the open stream: relist
+        env.wait_parked()
+        env.clock.advance(2)
+        env.lw.wait_for_watches(2)
+        calls = [(c.resource_version, c.limit, bool(c.continue_token)) for c in env.lw.list_calls]
+        paged = [("", 2, False), (None, 2, True), (None, 2, True)]
+        assert calls == paged * 2  # the first list and the relist after the 410
+        assert env.lw.watch_calls[1].resource_version == "6"
+        assert env.rvs() == env.truth()
+    finally:
+        env.informer.stop()
 
 
 def test_expired_continue_token_falls_back_to_one_full_list() -> None:
