@@ -8,7 +8,8 @@ in the order ``decision.py`` documents, and stops at the first conflict.
 4. change finalizers (Steps before the Workflow), each with the latest resourceVersion we know; once a
    deleted workflow's own finalizer is gone, delete its Step objects too (nothing else does when no
    garbage collector runs; with one it is harmless);
-5. hand the invocations to the step executor;
+5. hand the invocations to the step executor (a step's call as soon as its own status write returned;
+   the Running writes of several steps starting together go out concurrently);
 6. wake the callback sender;
 7. record Kubernetes Events (once the workflow's status write succeeded, even if a later write fails:
    the phase moved, so the next decision will not repeat them).
@@ -32,9 +33,11 @@ version, or by another component) are left alone, while fields the new status dr
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -46,7 +49,7 @@ from reconcilers.fresh import FreshCache
 from reconcilers.kube import STEPS, WORKFLOWS, AlreadyExists, Conflict, Kube, NotFound, merge_patch
 from reconcilers.settings import CallbackWaker, EventSink
 from reconcilers.state_machine.decision import Decision, FinalizerChange, Invocation
-from reconcilers.state_machine.types import StepStatus, WorkflowStatus
+from reconcilers.state_machine.types import Phase, StepStatus, WorkflowStatus
 
 __all__ = ["Applied", "Applier", "Obj"]
 
@@ -91,6 +94,7 @@ class Applier:
         fresh_workflows: FreshCache | None = None,
         fresh_steps: FreshCache | None = None,
         status_delay: float = 0.0,
+        parallel_writes: int = 8,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube = kube
@@ -101,6 +105,8 @@ class Applier:
         self.fresh_workflows = fresh_workflows
         self.fresh_steps = fresh_steps
         self.status_delay = status_delay
+        self.parallel_writes = parallel_writes
+        self._pool: ThreadPoolExecutor | None = None
         self._timer = timer
         self._lock = threading.Lock()
         self._waiting: dict[str, float] = {}  # workflow key -> when a postponed status write was first due
@@ -182,6 +188,10 @@ class Applier:
         latest = workflow
         step_rvs = {n: _rv(o) for n, o in steps.items()}
         skipped: set[str] = set()
+        calls: dict[str, list[Invocation]] = {}
+        for inv in decision.invocations:
+            calls.setdefault(inv.object_name, []).append(inv)
+        writes: list[tuple[str, str, Mapping[str, Any]]] = []
         for change in decision.steps:
             rv = change.resource_version
             if not rv:  # a Step this decision created: write with the version the create returned
@@ -193,9 +203,24 @@ class Applier:
             old = StepStatus.from_dict(cached.get("status") if cached else None).to_status()
             patch = merge_patch(old, change.status.to_status())
             if patch:
-                written = self._write_status("Step", ns, change.object_name, rv, patch)
-                applied.writes += 1
-                step_rvs[change.object_name] = _rv(written)
+                writes.append((change.object_name, rv, patch))
+
+        def written(obj_name: str, obj: Obj) -> None:
+            # A step's call is handed over as soon as its own status is written (the first leaf of a
+            # wide fan-out does not wait for the writes of the others).
+            applied.writes += 1
+            step_rvs[obj_name] = _rv(obj)
+            for inv in calls.pop(obj_name, ()):
+                self.submit(wf_key, inv)
+
+        starts_only = all(c.status.phase is Phase.RUNNING for c in decision.steps)
+        if len(writes) > 1 and starts_only and self.parallel_writes > 1:
+            # Starting independent steps (a fan-out): the writes go out together. Any other set of
+            # changes (a rollback walk) is written in decision order, stopping at the first failure.
+            self._write_together(ns, writes, written)
+        else:
+            for obj_name, rv, patch in writes:
+                written(obj_name, self._write_status("Step", ns, obj_name, rv, patch))
 
         released = False
         for fin in decision.finalizers:
@@ -224,16 +249,47 @@ class Applier:
                     self.kube.delete(STEPS, ns, obj_name)
             log.info("workflow released", steps_deleted=len(steps))
 
-        for inv in decision.invocations:
-            if inv.object_name in skipped:
-                applied.skipped += 1
+        for obj_name, invs in calls.items():  # calls of steps whose status did not change
+            if obj_name in skipped:
+                applied.skipped += len(invs)
             else:
-                self.submit(wf_key, inv)
+                for inv in invs:
+                    self.submit(wf_key, inv)
 
         pending = ((latest.get("status") or {}).get("callbacks") or {}).get("pending")
         if decision.callbacks or pending:
             self.callbacks.wake(wf_key, resource_version=_rv(latest) or None)
         return latest
+
+    def _write_together(self, ns: str, writes: list[tuple[str, str, Mapping[str, Any]]],
+                        written: Callable[[str, Obj], None]) -> None:
+        """Write Step statuses concurrently (each with its own resourceVersion and the caller's write
+        priority); ``written`` runs on this thread as each returns; the first error is raised once all
+        are done."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel_writes, "step-status-write")
+            pool = self._pool
+        futures = {
+            pool.submit(contextvars.copy_context().run, self._write_status, "Step", ns, obj_name, rv, patch):
+            obj_name for obj_name, rv, patch in writes}
+        error: BaseException | None = None
+        for future in as_completed(futures):
+            try:
+                obj = future.result()
+            except BaseException as exc:  # re-raised below, after every write has returned
+                error = error or exc
+                continue
+            written(futures[future], obj)
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Stop the pool of :meth:`_write_together` (idle threads exit; nothing in flight is cut)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def _record_events(self, workflow: Obj, steps: Mapping[str, Obj], decision: Decision) -> None:
         for event in decision.events:

@@ -218,6 +218,7 @@ class Engine:
         self.reconciler.stop(timeout=grace)
         self.executor.stop(grace=max(0.0, end - time.monotonic()))
         self.informer_factory.shutdown()
+        self.applier.close()
         for part in reversed(self._owned):
             try:
                 part.stop()
