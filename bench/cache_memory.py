@@ -1,6 +1,7 @@
 """Memory of the controller's informer caches for N finished workflows (K=5 steps each), in process:
 the same objects as ``bench.scale`` stores (a finished 5-step ``fail`` chain as the engine leaves it),
-served as LIST pages of 500 (JSON bytes, parsed with orjson per page as ``ApiListerWatcher`` does) to two
+served as LIST pages of 500 (JSON bytes, parsed with orjson per page as ``ApiListerWatcher`` does; the
+API server pages the reflector's default consistent lists, not ``RV="0"`` ones) to two
 started ``SharedIndexInformer``s (the reflector's paged first LIST, transform, store, the Step owner
 index), with one no-op event handler each as the engine has — the path of an informer's first LIST
 without the API server, so a change to the informers can be measured in seconds instead of the ~15
@@ -14,8 +15,9 @@ Run from the repo root::
     .venv/bin/python -m bench.cache_memory --plain         # the plain (objects, not bytes) store
 
 The templates carry no managedFields: the API server sends them and the informers' transform drops them
-after parsing, so the real first LIST parses more than this does (``bench.scale`` is the real figure:
-steady RSS 635 MiB, peak 942 MiB for 10,000 workflows; this harness: +398 MiB).
+after parsing, so the real first LIST parses more than this does (``bench.scale`` is the real figure).
+Figures for 10,000 workflows (2026-11-30, 2 shared cores): plain store before the compact mode +413 MiB
+RSS (272 MiB live, 380 MiB at the peak); plain now +304 MiB; compact +96 MiB (89 MiB live, 91 MiB peak).
 
 Prints RSS before/after and the peak (VmHWM) during the LIST, and bytes per object; with
 ``--tracemalloc`` also the bytes Python holds at the end and at its peak (what is live, as opposed to what

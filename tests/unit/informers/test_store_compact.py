@@ -8,9 +8,11 @@ from typing import Any
 
 import orjson
 import pytest
+from kubernetes.client import ApiClient
 
+from informers.factory import SharedInformerFactory
 from informers.frozen import FrozenDict, FrozenList, freeze, loads_frozen
-from informers.listwatch import ListOptions, ListPage
+from informers.listwatch import ListOptions, ListPage, Resource
 from informers.reflector import Reflector, ReflectorConfig
 from informers.shared_informer import SharedIndexInformer
 from informers.store import (
@@ -222,3 +224,11 @@ def test_a_compact_relist_sends_updates_and_tombstones_with_frozen_objects() -> 
     for o in (seen[0][1], old, new):
         assert_deeply_frozen(o)
     assert seen[0][2] is True
+
+
+def test_the_factory_builds_compact_informers_unless_told_otherwise() -> None:
+    res, other = Resource("g", "v1", "things"), Resource("g", "v1", "others")
+    factory = SharedInformerFactory(ApiClient())
+    assert factory.informer_for(res).indexer.compact
+    assert not factory.informer_for(other, compact=False).indexer.compact
+    assert not SharedInformerFactory(ApiClient(), compact=False).informer_for(res).indexer.compact
