@@ -173,6 +173,7 @@ class Engine:
             on_admitted=self.reconciler.enqueue_new)
         self.workflows.add_event_handler(self.admission)
         self.executor.on_outcome = self.reconciler.queue.add
+        self.executor.on_lost = self.reconciler.queue.add_rate_limited
 
     def _cached_workflow(self, key: str) -> Mapping[str, Any] | None:
         return self.workflows.indexer.get_by_key(key)

@@ -174,6 +174,9 @@ class StepExecutor:
             getattr(steps, "indexer", None))  # type: ignore[arg-type]
         #: Called with the workflow key after an outcome was written (the engine: enqueue the workflow).
         self.on_outcome = on_outcome
+        #: Called with the workflow key when an outcome could not be written (the engine: enqueue the
+        #: workflow with backoff).
+        self.on_lost: Callable[[str], None] | None = None
         self._now = now
         self._clock: Clock = clock or RealClock()
         self._metrics = metrics
@@ -372,8 +375,11 @@ class StepExecutor:
             if self.on_outcome is not None:
                 self.on_outcome(wanted_workflow)
         except KubeError as exc:
-            # The outcome is lost; the call is still due, so decide asks for it again (at-least-once).
+            # The outcome is lost; the call is still due, so decide asks for it again (at-least-once)
+            # once the workflow is looked at again, after a backoff (the API may be down).
             bound.warning("step outcome not written", error=str(exc), error_type=type(exc).__name__)
+            if self.on_lost is not None:
+                self.on_lost(wanted_workflow)
 
     def _call(self, step_type: str, inv: Invocation, step: Step, wf: Workflow, deadline_s: float,
               bound: Any) -> CallOutcome:

@@ -146,6 +146,13 @@ def _not_started(wf: Obj) -> bool:
         counts.get(p) for p in ("Running", "Success", "RollingBack", "RollBacked", "Failed"))
 
 
+def _active(wf: Obj) -> bool:
+    """Not finished, or being deleted (and so still undoing)."""
+    if (wf.get("metadata") or {}).get("deletionTimestamp"):
+        return True
+    return (wf.get("status") or {}).get("phase") not in ("Success", "RollBacked", "Failed")
+
+
 def _workflow_key(obj: Obj | DeletedFinalStateUnknown) -> str:
     if isinstance(obj, DeletedFinalStateUnknown):
         return obj.key
@@ -172,6 +179,7 @@ class WorkflowReconciler:
         engine_config: EngineConfig,
         workers: int = 2,
         stale_retry: float = 1.0,
+        idle_check: float = 60.0,
         now: Callable[[], datetime],
         clock: Clock | None = None,
         metrics: EngineMetrics,
@@ -186,6 +194,7 @@ class WorkflowReconciler:
         self.engine_config = engine_config
         self.workers = workers
         self.stale_retry = stale_retry
+        self.idle_check = idle_check
         self._now = now
         self._metrics = metrics
         self.queue: RateLimitingQueue[str] = RateLimitingQueue(
@@ -312,4 +321,9 @@ class WorkflowReconciler:
             # calls handed to the step workers this is not needed: each outcome enqueues the workflow.
             self.queue.add(key, low_priority=level is Priority.NORMAL)
         after = [d.total_seconds() for d in (decision.requeue_after, applied.requeue_after) if d is not None]
+        if not after and self.idle_check > 0 and _active(wf):
+            # A safety net: the watch events of our own writes wake nothing (their writers enqueue what
+            # follows), so an unfinished workflow is looked at again after a quiet minute whatever
+            # went wrong meanwhile (a step outcome that could not be written, a call dropped at stop).
+            after = [self.idle_check]
         return max(min(after), 0.001) if after else None
