@@ -46,7 +46,17 @@ import structlog
 
 from reconcilers.expectations import Expectations, object_key
 from reconcilers.fresh import FreshCache
-from reconcilers.kube import STEPS, WORKFLOWS, AlreadyExists, Conflict, Kube, NotFound, merge_patch
+from reconcilers.kube import (
+    STEPS,
+    WORKFLOWS,
+    AlreadyExists,
+    Conflict,
+    Kube,
+    KubeError,
+    NotFound,
+    TransportError,
+    merge_patch,
+)
 from reconcilers.settings import CallbackWaker, EventSink
 from reconcilers.state_machine.decision import Decision, FinalizerChange, Invocation
 from reconcilers.state_machine.types import Phase, StepStatus, WorkflowStatus
@@ -124,10 +134,19 @@ class Applier:
         for create in decision.creates:
             body = create.body
             step_name = str(body["metadata"]["name"])
+            key = object_key("Step", ns, step_name)
             try:
                 obj = self.kube.create(STEPS, ns, body)
             except AlreadyExists:
+                # It exists but our caches do not show it: read it, so no decision is taken on its
+                # absence (a rollback would count a step without an object as never run).
+                self._adopt(ns, step_name)
                 continue
+            except TransportError:
+                # Maybe created (the answer was lost): its absence from the cache proves nothing until
+                # the informer shows it (or the expectation expires).
+                self.expectations.conflicted(key, "0")
+                raise
             applied.writes += 1
             created[step_name] = _rv(obj)
             self._remember("Step", ns, step_name, obj)
@@ -155,6 +174,12 @@ class Applier:
         latest = self._apply_rest(latest, steps, decision, created, applied)
         self._record_events(latest, steps, decision)
         return applied
+
+    def _adopt(self, ns: str, name: str) -> None:
+        try:
+            self._remember("Step", ns, name, self.kube.get(STEPS, ns, name))
+        except KubeError:
+            self.expectations.conflicted(object_key("Step", ns, name), "0")
 
     def _postpone(self, wf_key: str, can_wait: bool) -> float | None:
         """Seconds to wait before writing a workflow status that can wait; None: write it now."""
