@@ -290,18 +290,26 @@ def test_the_state_machine_output_fits_the_crds(crds: client.CustomObjectsApi, n
     assert admitted.workflow is not None
     write("workflows", workflow(), admitted.workflow.to_status())
 
+    # The finalizer the Pending decision holds (a metadata patch, not a status write) comes before any
+    # Step is created.
+    assert [(f.kind, f.add) for f in pending.finalizers] == [("Workflow", True)]
+    crds.patch_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", "example",
+                                        {"metadata": {"finalizers": [pending.finalizers[0].finalizer]}})
+
     running = decide(workflow(), [], now, config)
     assert len(running.creates) == 3
+    created = {}
     for create in running.creates:
-        crds.create_namespaced_custom_object(GROUP, VERSION, namespace, "steps", dict(create.body))
+        obj = crds.create_namespaced_custom_object(GROUP, VERSION, namespace, "steps", dict(create.body))
+        created[obj["metadata"]["name"]] = obj
     assert running.workflow is not None
     write("workflows", workflow(), running.workflow.to_status())
-
-    first_runs = decide(workflow(), steps(), now, config)
-    assert sorted(i.step for i in first_runs.invocations) == ["step1", "step3"]
-    by_name = {s["metadata"]["name"]: s for s in steps()}
-    for change in first_runs.steps:
-        write("steps", by_name[change.object_name], change.status.to_status())
+    # The steps ready at creation start in the same decision: their Running status carries no
+    # resourceVersion (the applier takes the create's).
+    assert sorted(i.step for i in running.invocations) == ["step1", "step3"]
+    for change in running.steps:
+        assert change.resource_version == ""
+        write("steps", created[change.object_name], change.status.to_status())
     stored = {s["metadata"]["annotations"]["workflow.example.com/step"]: s for s in steps()}
     assert {name: s.get("status", {}).get("phase") for name, s in stored.items()} == {
         "step1": "Running",
