@@ -9,7 +9,7 @@ in the order ``decision.py`` documents, and stops at the first conflict.
    deleted workflow's own finalizer is gone, delete its Step objects too (nothing else does when no
    garbage collector runs; with one it is harmless);
 5. hand the invocations to the step executor (a step's call as soon as its own status write returned;
-   the Running writes of several steps starting together go out concurrently);
+   the status writes of several steps moving together go out concurrently);
 6. wake the callback sender;
 7. record Kubernetes Events (once the workflow's status write succeeded, even if a later write fails:
    the phase moved, so the next decision will not repeat them).
@@ -36,11 +36,11 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -59,9 +59,11 @@ from reconcilers.kube import (
 )
 from reconcilers.settings import CallbackWaker, EventSink
 from reconcilers.state_machine.decision import Decision, FinalizerChange, Invocation
-from reconcilers.state_machine.types import Phase, StepStatus, WorkflowStatus
+from reconcilers.state_machine.types import StepStatus, WorkflowStatus
 
 __all__ = ["Applied", "Applier", "Obj"]
+
+_T = TypeVar("_T")
 
 log = structlog.get_logger(__name__)
 
@@ -131,26 +133,11 @@ class Applier:
         applied = Applied()
         created: dict[str, str] = {}  # object name -> resourceVersion, for the Steps created here
 
-        for create in decision.creates:
-            body = create.body
-            step_name = str(body["metadata"]["name"])
-            key = object_key("Step", ns, step_name)
-            try:
-                obj = self.kube.create(STEPS, ns, body)
-            except AlreadyExists:
-                # It exists but our caches do not show it: read it, so no decision is taken on its
-                # absence (a rollback would count a step without an object as never run).
-                self._adopt(ns, step_name)
-                continue
-            except TransportError:
-                # Maybe created (the answer was lost): its absence from the cache proves nothing until
-                # the informer shows it (or the expectation expires).
-                self.expectations.conflicted(key, "0")
-                raise
-            applied.writes += 1
-            created[step_name] = _rv(obj)
-            self._remember("Step", ns, step_name, obj)
-            log.debug("step created", step=create.step, object=step_name)
+        for step_name, obj in self._run_all(
+                [(self._create_step, (ns, c.body)) for c in decision.creates]):
+            if obj is not None:
+                applied.writes += 1
+                created[step_name] = _rv(obj)
 
         if decision.workflow is not None:
             old = WorkflowStatus.from_dict(workflow.get("status")).to_status()
@@ -174,6 +161,24 @@ class Applier:
         latest = self._apply_rest(latest, steps, decision, created, applied)
         self._record_events(latest, steps, decision)
         return applied
+
+    def _create_step(self, ns: str, body: Mapping[str, Any]) -> tuple[str, Obj | None]:
+        """Create one Step: ``(name, the created object)``, or ``(name, None)`` if it existed."""
+        step_name = str(body["metadata"]["name"])
+        try:
+            obj = self.kube.create(STEPS, ns, body)
+        except AlreadyExists:
+            # It exists but our caches do not show it: read it, so no decision is taken on its absence
+            # (a rollback would count a step without an object as never run).
+            self._adopt(ns, step_name)
+            return step_name, None
+        except TransportError:
+            # Maybe created (the answer was lost): its absence from the cache proves nothing until the
+            # informer shows it (or the expectation expires).
+            self.expectations.conflicted(object_key("Step", ns, step_name), "0")
+            raise
+        log.debug("step created", object=step_name)
+        return step_name, self._remember("Step", ns, step_name, obj)
 
     def _adopt(self, ns: str, name: str) -> None:
         try:
@@ -238,11 +243,15 @@ class Applier:
             for inv in calls.pop(obj_name, ()):
                 self.submit(wf_key, inv)
 
-        starts_only = all(c.status.phase is Phase.RUNNING for c in decision.steps)
-        if len(writes) > 1 and starts_only and self.parallel_writes > 1:
-            # Starting independent steps (a fan-out): the writes go out together. Any other set of
-            # changes (a rollback walk) is written in decision order, stopping at the first failure.
-            self._write_together(ns, writes, written)
+        if len(writes) > 1:
+            # Several steps move at once (a fan-out starts, independent branches roll back): the writes
+            # go out together. Their order does not matter: decide only moves a step to RollingBack
+            # once everything depending on it is settled, and the only settling in the same decision is
+            # Pending -> RollBacked of steps that never ran and can no longer start (the workflow is
+            # rolling back), so a write that fails while another succeeds leaves nothing undone early.
+            for obj_name, status_written in self._run_all(
+                    [(self._write_step_status, (ns, obj_name, rv, patch)) for obj_name, rv, patch in writes]):
+                written(obj_name, status_written)
         else:
             for obj_name, rv, patch in writes:
                 written(obj_name, self._write_status("Step", ns, obj_name, rv, patch))
@@ -286,31 +295,35 @@ class Applier:
             self.callbacks.wake(wf_key, resource_version=_rv(latest) or None)
         return latest
 
-    def _write_together(self, ns: str, writes: list[tuple[str, str, Mapping[str, Any]]],
-                        written: Callable[[str, Obj], None]) -> None:
-        """Write Step statuses concurrently (each with its own resourceVersion and the caller's write
-        priority); ``written`` runs on this thread as each returns; the first error is raised once all
-        are done."""
+    def _write_step_status(self, ns: str, name: str, rv: str, patch: Mapping[str, Any]) -> tuple[str, Obj]:
+        return name, self._write_status("Step", ns, name, rv, patch)
+
+    def _run_all(self, tasks: list[tuple[Callable[..., _T], tuple[Any, ...]]]) -> Iterator[_T]:
+        """Run independent writes concurrently (several Steps created, or moving, at once), each with
+        the caller's context (its write priority, its log context); yields each result on this thread
+        as it returns; the first error is raised once every write has returned. One task runs inline."""
+        if len(tasks) <= 1 or self.parallel_writes <= 1:
+            for fn, args in tasks:
+                yield fn(*args)
+            return
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.parallel_writes, "step-status-write")
+                self._pool = ThreadPoolExecutor(self.parallel_writes, "applier-write")
             pool = self._pool
-        futures = {
-            pool.submit(contextvars.copy_context().run, self._write_status, "Step", ns, obj_name, rv, patch):
-            obj_name for obj_name, rv, patch in writes}
+        futures = [pool.submit(contextvars.copy_context().run, fn, *args) for fn, args in tasks]
         error: BaseException | None = None
         for future in as_completed(futures):
             try:
-                obj = future.result()
+                result = future.result()
             except BaseException as exc:  # re-raised below, after every write has returned
                 error = error or exc
                 continue
-            written(futures[future], obj)
+            yield result
         if error is not None:
             raise error
 
     def close(self) -> None:
-        """Stop the pool of :meth:`_write_together` (idle threads exit; nothing in flight is cut)."""
+        """Stop the pool of :meth:`_run_all` (idle threads exit; nothing in flight is cut)."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:

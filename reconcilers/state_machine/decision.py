@@ -4,7 +4,8 @@ The applier carries a Decision out in this order and stops at the first conflict
 
 1. ``creates``      create the missing Step objects (AlreadyExists is fine: creation is idempotent);
 2. ``workflow``     write the workflow's status (with the resourceVersion it was decided from);
-3. ``steps``        write each changed Step status (with the Step's resourceVersion);
+3. ``steps``        write each changed Step status (with the Step's resourceVersion; several at once
+                   may go out concurrently: their order does not matter, see the applier);
 4. ``finalizers``   remove/add finalizers (Steps before the Workflow);
 5. ``invocations``  hand the calls to the step queues (deduplicated by ``Invocation.key``); a call may
                    name a Step created by this decision (its status change carries no
