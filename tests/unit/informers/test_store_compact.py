@@ -74,15 +74,18 @@ def test_loads_frozen_equals_freeze_of_loads_and_freezes_every_level() -> None:
         loads_frozen(b'{"a": [[1]]}')["a"][0].append(2)
 
 
-def test_compact_and_plain_modes_agree_through_adds_updates_deletes_and_replaces() -> None:
+@pytest.mark.parametrize("lru", [0, 3, 1024], ids=["no-lru", "tiny-lru", "default-lru"])
+def test_compact_and_plain_modes_agree_through_adds_updates_deletes_and_replaces(lru: int) -> None:
     rng = random.Random(7)
-    plain, compact = Indexer(indexers=INDEXERS), Indexer(indexers=INDEXERS, compact=True)
+    plain = Indexer(indexers=INDEXERS)
+    compact = Indexer(indexers=INDEXERS, compact=True, decoded_cache_size=lru)
     for step in range(400):
         op = rng.random()
         ns, name, owner = rng.choice("ab"), f"s{rng.randrange(20)}", f"w{rng.randrange(4)}"
         if op < 0.6:
             o = obj(ns, name, owner if rng.random() < 0.8 else None, rv=step, workflow=owner)
-            assert plain.put(meta_namespace_key(o), freeze(o)) == compact.put(meta_namespace_key(o), o)
+            given = freeze(o) if rng.random() < 0.5 else o  # frozen objects enter the LRU as they are
+            assert plain.put(meta_namespace_key(o), freeze(o)) == compact.put(meta_namespace_key(o), given)
         elif op < 0.9:
             assert plain.delete_key(f"{ns}/{name}") == compact.delete_key(f"{ns}/{name}")
         elif op < 0.95:
@@ -103,7 +106,7 @@ def test_compact_and_plain_modes_agree_through_adds_updates_deletes_and_replaces
 
 
 def test_compact_reads_are_fresh_frozen_objects_and_mutations_never_reach_the_cache() -> None:
-    idx = Indexer(indexers=INDEXERS, compact=True)
+    idx = Indexer(indexers=INDEXERS, compact=True, decoded_cache_size=0)
     original = obj("ns", "s1", owner="w1", workflow="w1")
     idx.add(original)
     original["spec"]["n"] = 99  # the store keeps its own bytes: later changes to the input do not leak in
@@ -133,6 +136,35 @@ def test_compact_reads_are_fresh_frozen_objects_and_mutations_never_reach_the_ca
     assert_deeply_frozen(gone)
     assert idx.delete_key("ns/s1") is None
     assert idx.list_index_func_values("by-workflow") == []
+
+
+def test_the_lru_serves_the_objects_read_or_written_last_and_never_a_replaced_one() -> None:
+    idx = Indexer(indexers=INDEXERS, compact=True, decoded_cache_size=2)
+    written = freeze(obj("ns", "a", owner="w"))
+    idx.put("ns/a", written)
+    assert idx.get_by_key("ns/a") is written  # the informer's frozen object, no decode
+    plain_input = obj("ns", "b", owner="w")
+    idx.put("ns/b", plain_input)
+    b1 = idx.get_by_key("ns/b")
+    assert b1 is not plain_input  # a mutable input never enters the LRU
+    assert b1 == plain_input
+    assert idx.get_by_key("ns/b") is b1
+    owned = idx.by_index("by-workflow", "ns/w")
+    assert owned[0] is written
+    assert owned[1] is b1
+    idx.put("ns/c", freeze(obj("ns", "c")))  # evicts the least recently used: a
+    a2 = idx.get_by_key("ns/a")
+    assert a2 == written
+    assert a2 is not written
+    assert idx.put("ns/a", freeze(obj("ns", "a", owner="w", rv=2))) is a2  # the old one from the LRU too
+    assert idx.put("ns/b", obj("ns", "b", owner="w", rv=2)) == b1  # reading a evicted b: decoded
+    assert idx.get_by_key("ns/b") == freeze(obj("ns", "b", owner="w", rv=2))
+    idx.replace([obj("ns", "b", rv=3)])
+    b3 = idx.get_by_key("ns/b")
+    assert b3 is not None
+    assert b3["metadata"]["resourceVersion"] == "3"
+    assert idx.delete_key("ns/b") is b3
+    assert idx.get_by_key("ns/b") is None
 
 
 def test_compact_indices_follow_updates_deletes_and_replace() -> None:
