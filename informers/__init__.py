@@ -17,10 +17,10 @@ Modules (one concept each)::
     ratelimiting_queue  RateLimitingQueue: add_rate_limited / forget / num_requeues
     metrics             workqueue metric hooks with client-go's names (no-op by default)
     frozen              deep-frozen dict/list: what the cache hands out
-    store               Indexer (thread-safe store + indices), keys, tombstones, transforms
+    store               Indexer (thread-safe store + indices; plain, or compact: JSON bytes), keys, tombstones
     errors              the exception tree and its predicates
     listwatch           ListerWatcher protocol; ApiListerWatcher (raw JSON via the official client)
-    reflector           LIST + WATCH loop with client-go's resourceVersion, backoff and 410 rules
+    reflector           LIST (paged consistent reads, or client-go's RV rules) + WATCH, backoff, 410 rules
     shared_informer     SharedIndexInformer: one reflector, many handlers, resync from memory
     handlers            EnqueueHandler (low priority for initial-list and resync events)
     factory             SharedInformerFactory
