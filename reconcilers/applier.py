@@ -46,6 +46,7 @@ import structlog
 
 from reconcilers.expectations import Expectations, object_key
 from reconcilers.fresh import FreshCache
+from reconcilers.gate import Priority, current_priority
 from reconcilers.kube import (
     STEPS,
     WORKFLOWS,
@@ -118,7 +119,7 @@ class Applier:
         self.fresh_steps = fresh_steps
         self.status_delay = status_delay
         self.parallel_writes = parallel_writes
-        self._pool: ThreadPoolExecutor | None = None
+        self._pools: dict[Priority, ThreadPoolExecutor] = {}
         self._timer = timer
         self._lock = threading.Lock()
         self._waiting: dict[str, float] = {}  # workflow key -> when a postponed status write was first due
@@ -306,10 +307,12 @@ class Applier:
             for fn, args in tasks:
                 yield fn(*args)
             return
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.parallel_writes, "applier-write")
-            pool = self._pool
+        level = current_priority()
+        with self._lock:  # a pool per write priority: a hand-off never queues behind a new workflow's
+            pool = self._pools.get(level)
+            if pool is None:
+                pool = self._pools[level] = ThreadPoolExecutor(
+                    self.parallel_writes, f"applier-write-{level.name.lower()}")
         futures = [pool.submit(contextvars.copy_context().run, fn, *args) for fn, args in tasks]
         error: BaseException | None = None
         for future in as_completed(futures):
@@ -325,8 +328,8 @@ class Applier:
     def close(self) -> None:
         """Stop the pool of :meth:`_run_all` (idle threads exit; nothing in flight is cut)."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
             pool.shutdown(wait=False)
 
     def _record_events(self, workflow: Obj, steps: Mapping[str, Obj], decision: Decision) -> None:
