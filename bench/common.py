@@ -300,6 +300,7 @@ class ControllerOptions:
     step_qps: float = 10_000.0
     step_concurrency: int = 8
     workflow_workers: int = ControllerConfig.workflow_workers  # the controller's default
+    write_concurrency: int = ControllerConfig.write_concurrency  # the controller's default
     max_running: int = 10_000
     throttle_qps: float = 0.0
     log_level: str = "info"
@@ -317,6 +318,7 @@ class ControllerOptions:
                 "steps": [{"kind": k, "qps": self.step_qps, "concurrency": self.step_concurrency}
                           for k in ("fail", "empty")],
                 "workflowWorkers": self.workflow_workers,
+                "writeConcurrency": self.write_concurrency,
                 "events": {"enabled": self.events},
             },
         })

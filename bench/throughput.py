@@ -168,6 +168,8 @@ def parse_size(text: str) -> tuple[int, int]:
 def add_controller_flags(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--step-concurrency", type=int, default=ControllerOptions.step_concurrency)
     ap.add_argument("--workflow-workers", type=int, default=ControllerOptions.workflow_workers)
+    ap.add_argument("--write-concurrency", type=int, default=ControllerOptions.write_concurrency,
+                    help="controllerConfig.writeConcurrency (0: no write gate, no priorities)")
     ap.add_argument("--throttle-qps", type=float, default=ControllerOptions.throttle_qps)
     ap.add_argument("--log-level", default=ControllerOptions.log_level)
     ap.add_argument("--no-events", action="store_true", help="controllerConfig.events.enabled: false")
@@ -181,6 +183,7 @@ def add_controller_flags(ap: argparse.ArgumentParser) -> None:
 
 def controller_options(args: argparse.Namespace) -> ControllerOptions:
     return ControllerOptions(step_concurrency=args.step_concurrency, workflow_workers=args.workflow_workers,
+                             write_concurrency=args.write_concurrency,
                              throttle_qps=args.throttle_qps, log_level=args.log_level,
                              events=not args.no_events, profile=args.profile,
                              py_spy=args.py_spy, py_spy_gil=args.py_spy_gil)

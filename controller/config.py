@@ -22,8 +22,9 @@ The file's keys are the seed's::
 
 plus these extensions (all optional) under ``controllerConfig``: ``stepDefaults`` {``qps``,
 ``concurrency``} for kinds not listed in ``steps`` (the seed never reconciled those at all),
-``workflowWorkers``, ``callback`` {``connectTimeoutMillSeconds``, ``readTimeoutMillSeconds``,
-``allowPrivateNetworks``, ``allowedCIDRs``} and ``events`` {``enabled``, ``steps``}.
+``workflowWorkers``, ``writeConcurrency``, ``callback`` {``connectTimeoutMillSeconds``,
+``readTimeoutMillSeconds``, ``allowPrivateNetworks``, ``allowedCIDRs``} and ``events`` {``enabled``,
+``steps``}.
 
 Validation is strict: an unknown key or a value of the wrong type raises :class:`ConfigError` whose
 message starts with the key's path, e.g. ``controllerConfig.queue.maxRunningCount: expected an integer,
@@ -175,6 +176,10 @@ class ControllerConfig:
     #: count is sized for the API server's latency, not the cores (2 workers were busy 98% of the time
     #: with 200 workflows in flight and the queue wait was seconds; 8 were still saturated).
     workflow_workers: int = 16
+    #: ``controllerConfig.writeConcurrency``: the engine's mutating API requests in flight at once,
+    #: handed out by priority (running workflows' progress, then new workflows, then Events). Default 6;
+    #: 0 = no limit (and no priorities). Past a few concurrent writes one API server only queues them.
+    write_concurrency: int = 6
     #: ``controllerConfig.callback``.
     callback: CallbackConfig = field(default_factory=CallbackConfig)
     #: ``controllerConfig.events``.
@@ -235,6 +240,7 @@ class ControllerConfig:
                     "concurrency": self.step_defaults.concurrency,
                 },
                 "workflowWorkers": self.workflow_workers,
+                "writeConcurrency": self.write_concurrency,
                 "callback": {
                     "connectTimeoutMillSeconds": _ms(self.callback.connect_timeout),
                     "readTimeoutMillSeconds": _ms(self.callback.read_timeout),
@@ -376,7 +382,7 @@ def _cidrs(value: object, path: str) -> tuple[ipaddress.IPv4Network | ipaddress.
 _ROOT_KEYS = (
     "namespace", "throttleQPS", "idleTimeoutMillSeconds", "rpcTimeoutMillSeconds", "controllerConfig",
 )
-_CC_KEYS = ("queue", "steps", "stepDefaults", "workflowWorkers", "callback", "events")
+_CC_KEYS = ("queue", "steps", "stepDefaults", "workflowWorkers", "writeConcurrency", "callback", "events")
 
 
 def parse_config(data: object) -> ControllerConfig:
@@ -439,6 +445,7 @@ def parse_config(data: object) -> ControllerConfig:
         steps=tuple(steps),
         step_defaults=defaults,
         workflow_workers=cc.get("workflowWorkers", _int(1), ControllerConfig.workflow_workers),
+        write_concurrency=cc.get("writeConcurrency", _int(0), ControllerConfig.write_concurrency),
         callback=callback,
         events=EventsConfig(enabled=ev.get("enabled", _bool, EventsConfig.enabled),
                             steps=ev.get("steps", _bool, EventsConfig.steps)),

@@ -47,6 +47,7 @@ def engine_settings(config: ControllerConfig, registry: StepRegistry) -> EngineS
     return EngineSettings(
         namespace=config.watch_namespace,
         workflow_workers=config.workflow_workers,
+        write_concurrency=config.write_concurrency,
         rpc_timeout=config.rpc_timeout,
         step_limits={s.kind: StepLimits(s.qps, s.concurrency) for s in config.steps},
         step_defaults=StepLimits(config.step_defaults.qps, config.step_defaults.concurrency),

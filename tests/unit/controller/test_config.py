@@ -179,6 +179,7 @@ def test_to_dict_round_trips_through_yaml() -> None:
             "queue": {"strategy": "FAIR", "maxRunningCount": 3},
             "steps": [{"kind": "random", "qps": 0.5, "concurrency": 1}],
             "workflowWorkers": 3,
+            "writeConcurrency": 0,
             "callback": {"allowPrivateNetworks": False, "allowedCIDRs": ["192.168.0.0/16"]},
             "events": {"enabled": False, "steps": True},
         },
@@ -227,3 +228,10 @@ def test_request_threads_adds_workflow_workers_and_each_kind_s_concurrency() -> 
         "workflowWorkers": 3, "steps": [{"kind": "random", "concurrency": 2}],
     }})
     assert cfg.request_threads(["random", "http", "http"]) == 3 + 2 + 4
+
+
+def test_write_concurrency_defaults_to_6_and_0_turns_the_gate_off() -> None:
+    assert parse_config({}).write_concurrency == 6
+    assert parse_config({"controllerConfig": {"writeConcurrency": 0}}).write_concurrency == 0
+    with pytest.raises(ConfigError, match="writeConcurrency"):
+        parse_config({"controllerConfig": {"writeConcurrency": -1}})
