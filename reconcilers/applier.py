@@ -139,6 +139,8 @@ class Applier:
             if obj is not None:
                 applied.writes += 1
                 created[step_name] = _rv(obj)
+            else:
+                applied.skipped += 1  # it existed: decide again on what it holds
 
         if decision.workflow is not None:
             old = WorkflowStatus.from_dict(workflow.get("status")).to_status()
@@ -159,6 +161,8 @@ class Applier:
                 return applied
             else:
                 self._settled(wf_key)
+        else:
+            self._settled(wf_key)
         latest = self._apply_rest(latest, steps, decision, created, applied)
         self._record_events(latest, steps, decision)
         return applied
@@ -174,18 +178,21 @@ class Applier:
             self._adopt(ns, step_name)
             return step_name, None
         except TransportError:
-            # Maybe created (the answer was lost): its absence from the cache proves nothing until the
-            # informer shows it (or the expectation expires).
-            self.expectations.conflicted(object_key("Step", ns, step_name), "0")
+            # Maybe created (the answer was lost): read it back; if that fails too, its absence from the
+            # cache proves nothing until the informer shows it (or the expectation expires).
+            self._maybe_written("Step", ns, step_name, "0")
             raise
         log.debug("step created", object=step_name)
         return step_name, self._remember("Step", ns, step_name, obj)
 
     def _adopt(self, ns: str, name: str) -> None:
         try:
-            self._remember("Step", ns, name, self.kube.get(STEPS, ns, name))
+            obj = self.kube.get(STEPS, ns, name)
         except KubeError:
             self.expectations.conflicted(object_key("Step", ns, name), "0")
+            return
+        if self.fresh_steps is not None:
+            self.fresh_steps.saw(obj)  # read, not written: its watch event still wakes the workflow
 
     def _postpone(self, wf_key: str, can_wait: bool) -> float | None:
         """Seconds to wait before writing a workflow status that can wait; None: write it now."""
@@ -263,13 +270,15 @@ class Applier:
                 obj = steps.get(fin.name)
                 if obj is None:
                     continue
-                before = step_rvs.get(fin.name) or _rv(obj)
-                step_rvs[fin.name] = _rv(self._finalizer(obj, fin, before))
-                applied.writes += step_rvs[fin.name] != before
+                changed = self._finalizer(obj, fin, step_rvs.get(fin.name) or _rv(obj))
+                if changed is not obj:
+                    step_rvs[fin.name] = _rv(changed)
+                    applied.writes += 1
             else:
-                before = _rv(latest)
-                latest = self._finalizer(latest, fin, before)
-                applied.writes += _rv(latest) != before
+                changed = self._finalizer(latest, fin, _rv(latest))
+                if changed is not latest:
+                    latest = changed
+                    applied.writes += 1
                 released = released or (not fin.add and bool(meta.get("deletionTimestamp")))
         if released:
             self.expectations.forget(object_key("Workflow", ns, str(meta["name"])))
@@ -346,7 +355,25 @@ class Applier:
         except Conflict:
             self.expectations.conflicted(key, rv)
             raise
+        except TransportError:
+            self._maybe_written(kind, ns, name, rv)
+            raise
         return self._remember(kind, ns, name, written)
+
+    def _maybe_written(self, kind: str, ns: str, name: str, rv: str) -> None:
+        """A write whose answer was lost may have landed: read the object back into the FreshCache, so
+        the next decision is taken on what the server holds; if that read fails too, hold decisions on
+        the cached version until the informer shows a newer one (or the expectation expires)."""
+        fresh = self.fresh_workflows if kind == "Workflow" else self.fresh_steps
+        try:
+            obj = self.kube.get(WORKFLOWS if kind == "Workflow" else STEPS, ns, name)
+        except NotFound:
+            return
+        except KubeError:
+            self.expectations.conflicted(object_key(kind, ns, name), rv)
+            return
+        if fresh is not None:
+            fresh.saw(obj)
 
     def _remember(self, kind: str, ns: str, name: str, written: Obj) -> Obj:
         """Our write of ``written`` succeeded: expectations and the FreshCache learn its version."""

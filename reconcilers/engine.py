@@ -173,7 +173,6 @@ class Engine:
             on_admitted=self.reconciler.enqueue_new)
         self.workflows.add_event_handler(self.admission)
         self.executor.on_outcome = self.reconciler.queue.add
-        self.executor.on_lost = self.reconciler.queue.add_rate_limited
 
     def _cached_workflow(self, key: str) -> Mapping[str, Any] | None:
         return self.workflows.indexer.get_by_key(key)
@@ -247,11 +246,7 @@ class Engine:
 
     def phase_counts(self) -> dict[str, int]:
         """Cached workflows per phase (for ``Metrics.set_workflow_phase_counts``); cheap, no API call."""
-        counts: dict[str, int] = {}
-        for wf in self.workflows.indexer.list():
-            phase = str((wf.get("status") or {}).get("phase") or "Pending")
-            counts[phase] = counts.get(phase, 0) + 1
-        return counts
+        return self.admission.phase_counts()  # admission's own map: no decoding of the cache
 
     def informers(self) -> list[SharedIndexInformer]:
         """For ``controller.health.informers_synced`` / ``WatchesAlive``."""

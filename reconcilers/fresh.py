@@ -104,6 +104,19 @@ class FreshCache:
                 self._own[key] = version
         return frozen
 
+    def saw(self, obj: Obj) -> Obj:
+        """Like :meth:`wrote` for an object we only read (its watch event still wakes its handlers)."""
+        frozen: Obj = freeze(obj)
+        key, rv = _key(frozen), _rv(frozen)
+        owner = self._owner(frozen) if self._owner is not None else None
+        with self._lock:
+            old = self._entries.get(key)
+            if old is None or rv > old.rv:
+                self._entries[key] = _Entry(frozen, rv, owner)
+                if owner is not None:
+                    self._by_owner.setdefault(owner, set()).add(key)
+        return frozen
+
     def forget(self, key: str) -> None:
         with self._lock:
             self._drop_locked(key)

@@ -113,6 +113,17 @@ class CallOutcome:
 
 
 @dataclass(frozen=True)
+class _Unwritten:
+    """A call's outcome not written yet (the write failed): retried before anything else for its Step."""
+
+    invocation: Invocation
+    step_obj: Obj  # the Step as read before the call
+    outcome: CallOutcome
+    workflow_key: str
+    log: Any
+
+
+@dataclass(frozen=True)
 class _Wanted:
     invocation: Invocation
     workflow_key: str
@@ -174,15 +185,14 @@ class StepExecutor:
             getattr(steps, "indexer", None))  # type: ignore[arg-type]
         #: Called with the workflow key after an outcome was written (the engine: enqueue the workflow).
         self.on_outcome = on_outcome
-        #: Called with the workflow key when an outcome could not be written (the engine: enqueue the
-        #: workflow with backoff).
-        self.on_lost: Callable[[str], None] | None = None
+
         self._now = now
         self._clock: Clock = clock or RealClock()
         self._metrics = metrics
         self._queue_metrics = queue_metrics
         self._lock = threading.Lock()
         self._wanted: dict[str, _Wanted] = {}
+        self._unwritten: dict[str, _Unwritten] = {}
         self._types: dict[str, _TypeQueue] = {}
         self._started = False
         self._stopping = False
@@ -284,7 +294,14 @@ class StepExecutor:
         with self._lock:
             if self._stopping:  # the queue drains what is ready at shutdown: start no new call
                 return
+            unwritten = self._unwritten.pop(key, None)
             wanted = self._wanted.get(key)
+        if unwritten is not None:
+            # An outcome whose write failed: write it again (with this queue's backoff), not the call.
+            self._write_outcome(tq, key, unwritten)
+            if wanted is not None:
+                tq.queue.add(key)  # what was asked meanwhile is looked at next (likely moved on)
+            return
         if wanted is None:
             return
         checked = self._check(key, wanted)
@@ -369,17 +386,29 @@ class StepExecutor:
         self._metrics.observe_step_call(tq.step_type, str(inv.kind), outcome.label, seconds)
         bound.info("step call finished", outcome=outcome.label, seconds=round(seconds, 3),
                    error=str(outcome.error) if outcome.error else None)
+        self._write_outcome(tq, key, _Unwritten(inv, step_obj, outcome, wanted_workflow, bound))
+
+    def _write_outcome(self, tq: _TypeQueue, key: str, out: _Unwritten) -> None:
+        """Write a call's outcome; if the API refuses, keep it and try again after the queue's
+        per-item backoff (the call is not repeated for a failed write). Then enqueue the workflow."""
         try:
             with priority(Priority.HANDOFF):  # a running workflow's progress: first through the gate
-                self._record(key, inv, step_obj, outcome, bound)
-            if self.on_outcome is not None:
-                self.on_outcome(wanted_workflow)
+                self._record(key, out.invocation, out.step_obj, out.outcome, out.log)
         except KubeError as exc:
-            # The outcome is lost; the call is still due, so decide asks for it again (at-least-once)
-            # once the workflow is looked at again, after a backoff (the API may be down).
-            bound.warning("step outcome not written", error=str(exc), error_type=type(exc).__name__)
-            if self.on_lost is not None:
-                self.on_lost(wanted_workflow)
+            out.log.warning("step outcome not written; retrying with backoff", error=str(exc),
+                            error_type=type(exc).__name__, tries=tq.queue.num_requeues(key) + 1)
+            with self._lock:
+                stopping = self._stopping
+                if not stopping:
+                    self._unwritten[key] = out
+            if stopping:
+                # Lost: the call is still due, so decide asks for it again after a restart.
+                return
+            tq.queue.add_rate_limited(key)
+            return
+        tq.queue.forget(key)
+        if self.on_outcome is not None:
+            self.on_outcome(out.workflow_key)
 
     def _call(self, step_type: str, inv: Invocation, step: Step, wf: Workflow, deadline_s: float,
               bound: Any) -> CallOutcome:

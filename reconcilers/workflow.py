@@ -195,6 +195,7 @@ class WorkflowReconciler:
         self.workers = workers
         self.stale_retry = stale_retry
         self.idle_check = idle_check
+        self._not_started: set[str] = set()  # keys whose last reconcile saw no Step (one worker per key)
         self._now = now
         self._metrics = metrics
         self.queue: RateLimitingQueue[str] = RateLimitingQueue(
@@ -254,30 +255,35 @@ class WorkflowReconciler:
         except Conflict:
             log.debug("reconcile conflict, requeued")
             self.queue.forget(key)
-            self.queue.add(key)
+            self.queue.add(key, low_priority=self._low(key))
             result = Result.REQUEUE
         except _Stale:
             self.queue.forget(key)
-            self.queue.add_after(key, self.stale_retry)
+            self.queue.add_after(key, self.stale_retry, low_priority=self._low(key))
             result = Result.REQUEUE_AFTER
         except KubeError as exc:
             log.warning("reconcile failed", error=str(exc), error_type=type(exc).__name__,
                         requeues=self.queue.num_requeues(key))
-            self.queue.add_rate_limited(key)
+            self.queue.add_rate_limited(key, low_priority=self._low(key))
             result = Result.ERROR
         except Exception:
             log.exception("reconcile crashed", requeues=self.queue.num_requeues(key))
-            self.queue.add_rate_limited(key)
+            self.queue.add_rate_limited(key, low_priority=self._low(key))
             result = Result.ERROR
         else:
             self.queue.forget(key)
             if after is not None:
-                self.queue.add_after(key, after)
+                self.queue.add_after(key, after, low_priority=self._low(key))
                 result = Result.REQUEUE_AFTER
         finally:
             structlog.contextvars.unbind_contextvars("reconcile_id", "workflow")
         self._metrics.observe_reconcile("workflow", str(result), time.monotonic() - started)
         return result
+
+    def _low(self, key: str) -> bool:
+        """Requeues of a workflow that has not started a step stay at low priority (``max_low_in_flight``
+        holds only if they do)."""
+        return key in self._not_started
 
     def reconcile(self, key: str) -> float | None:
         """Decide and apply once; returns the seconds after which to look again (None: on change)."""
@@ -285,6 +291,7 @@ class WorkflowReconciler:
         ns, name = split_key(key)
         if wf is None:
             self.expectations.forget(object_key("Workflow", ns, name))
+            self._not_started.discard(key)
             return None
         meta = wf["metadata"]
         if self.expectations.is_stale(object_key("Workflow", ns, name), str(meta.get("resourceVersion"))):
@@ -296,6 +303,10 @@ class WorkflowReconciler:
             raise _Stale(key)
         uid = str(meta.get("uid") or "")
         steps = {s["metadata"]["name"]: s for s in self.fresh_steps.owned(key) if owned_by(s, uid)}
+        if steps:
+            self._not_started.discard(key)
+        else:
+            self._not_started.add(key)
         for obj_name, step in steps.items():
             if self.expectations.is_stale(object_key("Step", ns, obj_name),
                                           str(step["metadata"].get("resourceVersion"))):
@@ -315,7 +326,7 @@ class WorkflowReconciler:
             if self.workflows.indexer.get_by_key(key) is None:
                 return None
             raise
-        if applied.writes and (applied.skipped or not decision.invocations):
+        if applied.skipped or (applied.writes and not decision.invocations):
             # Look again at once, on what was just written (the FreshCache shows it): a phase concludes
             # only on observed step states, and the watch events of our own writes wake nothing. With
             # calls handed to the step workers this is not needed: each outcome enqueues the workflow.
