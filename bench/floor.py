@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.common import GROUP, VERSION, Plane, load, make_api, write_json
+from bench.common import GROUP, VERSION, Plane, Watcher, load, make_api, write_json
 from reconcilers.kube import STEPS, Kube
 
 
@@ -45,8 +45,12 @@ def step_object(ns: str, wf: str, step: str) -> dict[str, Any]:
     }
 
 
-def run_floor(plane: Plane, steps: int, threads: int, steps_per_workflow: int = 5) -> dict[str, Any]:
+def run_floor(plane: Plane, steps: int, threads: int, steps_per_workflow: int = 5, *,
+              watched: bool = False) -> dict[str, Any]:
+    """``watched``: with the throughput bench's own Watcher on the namespace, as during an engine run
+    (it times the hand-offs; the API server serves its two watch streams on top of the engine's)."""
     ns = plane.namespace("floor")
+    watcher = Watcher(plane.api, ns).start() if watched else None
     api = make_api(plane.kubeconfig, pool=threads + 2)
     kube = Kube(api, timeout=30, connect_timeout=30)
 
@@ -66,13 +70,17 @@ def run_floor(plane: Plane, steps: int, threads: int, steps_per_workflow: int = 
         list(pool.map(one, range(steps)))
     elapsed = time.perf_counter() - t0
     api.close()  # type: ignore[no-untyped-call]
-    return {"steps": steps, "threads": threads, "writes": 3 * steps, "elapsed_s": elapsed,
+    if watcher is not None:
+        watcher.stop()
+    return {"steps": steps, "threads": threads, "writes": 3 * steps, "elapsed_s": elapsed, "watched": watched,
             "steps_per_s": steps / elapsed, "writes_per_s": 3 * steps / elapsed,
             "load_before": load0, "load_after": load()}
 
 
 def report(r: dict[str, Any]) -> None:
-    print(f"floor: {r['steps']} steps x 3 writes from {r['threads']} threads: {r['elapsed_s']:.1f}s  "
+    watched = " (watched like the engine run)" if r.get("watched") else ""
+    print(f"floor{watched}: {r['steps']} steps x 3 writes from {r['threads']} threads: "
+          f"{r['elapsed_s']:.1f}s  "
           f"{r['steps_per_s']:.0f} steps/s  {r['writes_per_s']:.0f} writes/s  "
           f"(load {r['load_before']:.1f} -> {r['load_after']:.1f})", flush=True)
 
