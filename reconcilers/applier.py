@@ -1,10 +1,13 @@
 """The applier: carries one :class:`~reconcilers.state_machine.decision.Decision` out against the API,
-in the order ``decision.py`` documents, and stops at the first conflict.
+in the order ``decision.py`` documents, and stops at the first conflict (writes of one group that went
+out together all finish first; the first error is then raised).
 
-1. create the missing Step objects (AlreadyExists is fine);
+1. create the missing Step objects, concurrently (AlreadyExists: the object is read back, so no
+   decision is taken on its absence; a lost answer: read back too, or held by an expectation);
 2. write the workflow's status (merge patch of what changed, with the resourceVersion it was decided
    from);
-3. write each changed Step status (each with the Step's resourceVersion);
+3. write each changed Step status (each with the Step's resourceVersion, or the create's for a Step
+   created in step 1), concurrently when there are several;
 4. change finalizers (Steps before the Workflow), each with the latest resourceVersion we know; once a
    deleted workflow's own finalizer is gone, delete its Step objects too (nothing else does when no
    garbage collector runs; with one it is harmless);
