@@ -87,6 +87,7 @@ class _Leading:
         self._metrics.register_controller("workflow", self._settings.workflow_workers)
         self._metrics.track_queue(engine.reconciler.queue)
         self._metrics.set_workflow_phase_source(engine.phase_counts)
+        self._metrics.set_engine_load(engine)
         engine.start()
         threading.Thread(target=self._report_sync, args=(engine,), name="sync-report", daemon=True).start()
 

@@ -17,6 +17,10 @@
     controller_runtime_active_workers{controller}          gauge
     kube_workflow_workflows{phase}                         gauge      workflows per phase (all six, zeros too)
     kube_workflow_step_call_duration_seconds{type,direction,outcome}  histogram
+    kube_workflow_api_writes_in_flight                     gauge      the write gate's slots in use
+    kube_workflow_api_writes_waiting{priority}             gauge      waiting for a slot, per priority
+    kube_workflow_api_writes_waited_total                  counter    writes that had to wait for a slot
+    kube_workflow_status_writes_postponed                  gauge      workflow status writes postponed now
     leader_election_master_status{name}                    gauge      1 while this process leads
     rest_client_requests_total{code,method}                counter    every API request (client.py)
     rest_client_rate_limiter_duration_seconds              histogram  time waiting for the throttleQPS bucket
@@ -39,7 +43,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -98,6 +102,40 @@ class _PhaseCollector(Collector):
         yield family
 
 
+class EngineLoad(Protocol):
+    """What the engine reports about its own write scheduling (``reconcilers.engine.Engine``)."""
+
+    def write_gate_state(self) -> tuple[int, Mapping[str, int], int]: ...
+    def postponed_status_writes(self) -> int: ...
+
+
+class _EngineCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        engine = self._metrics.engine_load()
+        in_flight, waited, postponed = 0, 0, 0
+        waiting: Mapping[str, int] = {}
+        if engine is not None:
+            in_flight, waiting, waited = engine.write_gate_state()
+            postponed = engine.postponed_status_writes()
+        yield GaugeMetricFamily("kube_workflow_api_writes_in_flight",
+                                "Mutating API requests holding a write gate slot.", value=in_flight)
+        family = GaugeMetricFamily("kube_workflow_api_writes_waiting",
+                                   "Mutating API requests waiting for a write gate slot, by priority.",
+                                   labels=["priority"])
+        for level in ("HANDOFF", "NORMAL", "BACKGROUND"):
+            family.add_metric([level.capitalize()], waiting.get(level, 0))
+        yield family
+        yield CounterMetricFamily("kube_workflow_api_writes_waited",
+                                  "Mutating API requests that had to wait for a write gate slot.",
+                                  value=waited)
+        yield GaugeMetricFamily("kube_workflow_status_writes_postponed",
+                                "Workflow status writes postponed (summaries written with a later change).",
+                                value=postponed)
+
+
 class Metrics:
     """The process's metrics; also an ``informers.MetricsProvider``, a ``leader.LeaderStatusSink``
     and a ``client.RequestObserver``. See the module docstring for names and the threading contract."""
@@ -106,6 +144,7 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self._lock = threading.Lock()
+        self._engine: EngineLoad | None = None
         self._queues: list[TrackedQueue] = []
         self._phase_counts: dict[str, int] = {}
         self._phase_source: Callable[[], Mapping[str, int]] | None = None
@@ -163,6 +202,7 @@ class Metrics:
             "rest_client_rate_limiter_duration_seconds", "Client side rate limiter latency in seconds.",
             buckets=RATE_LIMITER_BUCKETS, registry=r)
         r.register(_PhaseCollector(self))
+        r.register(_EngineCollector(self))
 
     # -- informers.MetricsProvider ------------------------------------------------------------------
 
@@ -236,6 +276,15 @@ class Metrics:
         """Replace the workflow counts per phase (phases left out count 0)."""
         with self._lock:
             self._phase_counts = dict(counts)
+
+    def set_engine_load(self, engine: EngineLoad | None) -> None:
+        """Report this engine's write gate and postponed status writes at scrape time."""
+        with self._lock:
+            self._engine = engine
+
+    def engine_load(self) -> EngineLoad | None:
+        with self._lock:
+            return self._engine
 
     def set_workflow_phase_source(self, source: Callable[[], Mapping[str, int]] | None) -> None:
         """Compute the counts at scrape time instead (``source`` runs on the scrape thread: keep it cheap)."""

@@ -248,6 +248,16 @@ class Engine:
         """Cached workflows per phase (for ``Metrics.set_workflow_phase_counts``); cheap, no API call."""
         return self.admission.phase_counts()  # admission's own map: no decoding of the cache
 
+    def write_gate_state(self) -> tuple[int, Mapping[str, int], int]:
+        """The write gate's slots in use, writes waiting per priority, writes that waited so far."""
+        gate = self.write_gate
+        if gate is None:
+            return 0, {}, 0
+        return gate.in_flight(), gate.queued(), gate.waited
+
+    def postponed_status_writes(self) -> int:
+        return self.applier.postponed()
+
     def informers(self) -> list[SharedIndexInformer]:
         """For ``controller.health.informers_synced`` / ``WatchesAlive``."""
         return self.informer_factory.informers()

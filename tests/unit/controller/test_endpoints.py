@@ -238,3 +238,25 @@ def test_watches_alive_fails_only_after_errors_without_progress_for_the_period()
     assert check() is None
     clock.advance(60)
     assert check() is None
+
+
+class _Load:
+    def write_gate_state(self) -> tuple[int, dict[str, int], int]:
+        return 6, {"HANDOFF": 2, "NORMAL": 7}, 40
+
+    def postponed_status_writes(self) -> int:
+        return 3
+
+
+def test_the_engine_write_gate_and_postponed_status_writes_are_exported() -> None:
+    metrics = Metrics()
+    s = samples(metrics.exposition().decode())
+    assert s[("kube_workflow_api_writes_in_flight", ())] == 0.0  # no engine yet: zeros
+    metrics.set_engine_load(_Load())
+    s = samples(metrics.exposition().decode())
+    assert s[("kube_workflow_api_writes_in_flight", ())] == 6.0
+    assert s[("kube_workflow_api_writes_waiting", (("priority", "Handoff"),))] == 2.0
+    assert s[("kube_workflow_api_writes_waiting", (("priority", "Normal"),))] == 7.0
+    assert s[("kube_workflow_api_writes_waiting", (("priority", "Background"),))] == 0.0
+    assert s[("kube_workflow_api_writes_waited_total", ())] == 40.0
+    assert s[("kube_workflow_status_writes_postponed", ())] == 3.0
