@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from informers import Resource
 from reconcilers.expectations import Expectations, object_key
 from reconcilers.fresh import FreshCache
 from reconcilers.gate import Priority, current_priority
@@ -77,6 +78,10 @@ Obj = Mapping[str, Any]
 def _meta(obj: Obj) -> Mapping[str, Any]:
     meta: Mapping[str, Any] = obj.get("metadata") or {}
     return meta
+
+
+def _resource(kind: str) -> Resource:
+    return WORKFLOWS if kind == "Workflow" else STEPS
 
 
 def _rv(obj: Obj) -> str:
@@ -351,10 +356,9 @@ class Applier:
                 self.events.record(involved, event.type, event.reason, event.message)
 
     def _write_status(self, kind: str, ns: str, name: str, rv: str, patch: Mapping[str, Any]) -> Obj:
-        resource = WORKFLOWS if kind == "Workflow" else STEPS
         key = object_key(kind, ns, name)
         try:
-            written = self.kube.patch_status(resource, ns, name, patch, resource_version=rv)
+            written = self.kube.patch_status(_resource(kind), ns, name, patch, resource_version=rv)
         except Conflict:
             self.expectations.conflicted(key, rv)
             raise
@@ -367,9 +371,9 @@ class Applier:
         """A write whose answer was lost may have landed: read the object back into the FreshCache, so
         the next decision is taken on what the server holds; if that read fails too, hold decisions on
         the cached version until the informer shows a newer one (or the expectation expires)."""
-        fresh = self.fresh_workflows if kind == "Workflow" else self.fresh_steps
+        fresh = self._fresh(kind)
         try:
-            obj = self.kube.get(WORKFLOWS if kind == "Workflow" else STEPS, ns, name)
+            obj = self.kube.get(_resource(kind), ns, name)
         except NotFound:
             return
         except KubeError:
@@ -381,8 +385,11 @@ class Applier:
     def _remember(self, kind: str, ns: str, name: str, written: Obj) -> Obj:
         """Our write of ``written`` succeeded: expectations and the FreshCache learn its version."""
         self.expectations.wrote(object_key(kind, ns, name), _rv(written))
-        fresh = self.fresh_workflows if kind == "Workflow" else self.fresh_steps
+        fresh = self._fresh(kind)
         return fresh.wrote(written) if fresh is not None else written
+
+    def _fresh(self, kind: str) -> FreshCache | None:
+        return self.fresh_workflows if kind == "Workflow" else self.fresh_steps
 
     def _finalizer(self, obj: Obj, change: FinalizerChange, rv: str) -> Obj:
         meta = _meta(obj)
@@ -393,10 +400,9 @@ class Applier:
             wanted.append(change.finalizer)
         if wanted == current:
             return obj
-        resource = WORKFLOWS if change.kind == "Workflow" else STEPS
         key = object_key(change.kind, ns, name)
         try:
-            written = self.kube.patch(resource, ns, name, {"metadata": {"finalizers": wanted}},
+            written = self.kube.patch(_resource(change.kind), ns, name, {"metadata": {"finalizers": wanted}},
                                       resource_version=rv)
         except Conflict:
             self.expectations.conflicted(key, rv)

@@ -89,9 +89,15 @@ class FreshCache:
 
     def wrote(self, obj: Obj) -> Obj:
         """Remember the response of our own successful write; returns it frozen."""
+        return self._put(obj, own=True)
+
+    def saw(self, obj: Obj) -> Obj:
+        """Like :meth:`wrote` for an object we only read (its watch event still wakes its handlers)."""
+        return self._put(obj, own=False)
+
+    def _put(self, obj: Obj, *, own: bool) -> Obj:
         frozen: Obj = freeze(obj)
-        key = _key(frozen)
-        rv = _rv(frozen)
+        key, rv = _key(frozen), _rv(frozen)
         owner = self._owner(frozen) if self._owner is not None else None
         version = str((frozen.get("metadata") or {}).get("resourceVersion") or "")
         with self._lock:
@@ -100,21 +106,8 @@ class FreshCache:
                 self._entries[key] = _Entry(frozen, rv, owner)
                 if owner is not None:
                     self._by_owner.setdefault(owner, set()).add(key)
-            if version:
+            if own and version:
                 self._own[key] = version
-        return frozen
-
-    def saw(self, obj: Obj) -> Obj:
-        """Like :meth:`wrote` for an object we only read (its watch event still wakes its handlers)."""
-        frozen: Obj = freeze(obj)
-        key, rv = _key(frozen), _rv(frozen)
-        owner = self._owner(frozen) if self._owner is not None else None
-        with self._lock:
-            old = self._entries.get(key)
-            if old is None or rv > old.rv:
-                self._entries[key] = _Entry(frozen, rv, owner)
-                if owner is not None:
-                    self._by_owner.setdefault(owner, set()).add(key)
         return frozen
 
     def forget(self, key: str) -> None:

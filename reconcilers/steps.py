@@ -179,10 +179,9 @@ class StepExecutor:
         self.expectations = expectations
         self.settings = settings
         # (not ``or``: an empty FreshCache is falsy)
-        self.fresh_workflows = fresh_workflows if fresh_workflows is not None else FreshCache(
-            getattr(workflows, "indexer", None))  # type: ignore[arg-type]  # a unit test passes None
-        self.fresh_steps = fresh_steps if fresh_steps is not None else FreshCache(
-            getattr(steps, "indexer", None))  # type: ignore[arg-type]
+        self.fresh_workflows = (fresh_workflows if fresh_workflows is not None
+                                else FreshCache(workflows.indexer))
+        self.fresh_steps = fresh_steps if fresh_steps is not None else FreshCache(steps.indexer)
         #: Called with the workflow key after an outcome was written (the engine: enqueue the workflow).
         self.on_outcome = on_outcome
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from informers import FakeClock
+from informers import FakeClock, Indexer
 from reconcilers.expectations import Expectations
+from reconcilers.fresh import FreshCache
 from reconcilers.kube import merge_patch
 from reconcilers.settings import EngineSettings, StepLimits
 from reconcilers.state_machine.decision import CallKind, Invocation
@@ -198,7 +199,8 @@ def test_a_key_without_a_token_waits_with_a_reservation_and_redeems_it() -> None
     none: Any = None
     executor = StepExecutor(kube=none, registry=none, workflows=none, steps=none,
                             expectations=Expectations(), settings=EngineSettings(), now=lambda: NOW,
-                            clock=clock, metrics=none)
+                            clock=clock, metrics=none, fresh_workflows=FreshCache(Indexer()),
+                            fresh_steps=FreshCache(Indexer()))
     tq = _TypeQueue("fail", qps=2.0, burst=2, concurrency=1, clock=clock, metrics=None)
     try:
         assert executor._token(tq, "ns/a")
