@@ -602,6 +602,62 @@ def submit(api: client.ApiClient, namespace: str, bodies: Sequence[Mapping[str, 
     return t0
 
 
+@dataclass
+class Run:
+    """What :func:`run_workflows` saw: the controller's stats before (``s0``), when every workflow was
+    terminal (``s1``) and after the API totals settled (``s2``, the Event flush included)."""
+
+    ns: str
+    names: list[str]
+    call_log: Path
+    watcher: Watcher
+    ready_s: float
+    t0: float
+    t_end: float
+    phases: dict[str, str]
+    s0: ProcStats
+    s1: ProcStats
+    s2: ProcStats
+    totals0: Totals
+    totals1: Totals
+    load0: float
+    load1: float
+    controller_metrics: str
+    events_dropped: int
+    exit_code: int | None
+
+
+def run_workflows(plane: Plane, ns_prefix: str, names: list[str], spec: list[dict[str, Any]],
+                  options: ControllerOptions, timeout: float, *, profile: bool = True) -> Run:
+    """A fresh namespace and controller (its call log in a temporary file), a Watcher, the workflows
+    submitted at once and waited for until terminal; the controller is stopped before returning.
+    ``profile``: start py-spy if the options ask for it."""
+    ns = plane.namespace(ns_prefix)
+    call_log = Path(tempfile.mkdtemp(prefix="bench-calls-")) / "calls.jsonl"
+    ctrl = Controller(plane.kubeconfig, ns, options, call_log=call_log).start()
+    try:
+        ready_s = ctrl.wait_ready()
+        if profile:
+            ctrl.start_py_spy()
+        watcher = Watcher(plane.api, ns).start()
+        bodies = [workflow_body(nm, spec) for nm in names]
+        totals0 = plane.request_totals()
+        s0 = ctrl.stats()
+        load0 = load()
+        t0 = submit(plane.api, ns, bodies)
+        t_end, phases = watcher.wait_terminal(names, timeout)
+        s1 = ctrl.stats()
+        load1 = load()
+        totals1 = plane.settled_totals()
+        s2 = ctrl.stats()
+        controller_metrics = ctrl.metrics()
+        watcher.stop()
+    finally:
+        code = ctrl.stop()
+    return Run(ns, names, call_log, watcher, ready_s, t0, t_end, phases, s0, s1, s2, totals0, totals1,
+               load0, load1, controller_metrics, ctrl.events_dropped(), code)
+
+
 def write_json(name: str, data: Mapping[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"

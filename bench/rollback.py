@@ -18,26 +18,20 @@ controller's CPU, and the API writes per step.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    Controller,
     ControllerOptions,
     Plane,
-    Watcher,
     chain_spec,
     diff_totals,
     engine_writes,
     fanout_spec,
     fmt_ms,
-    load,
     mutating_by_resource,
     percentile,
-    submit,
-    workflow_body,
+    run_workflows,
     write_json,
 )
 from bench.throughput import add_controller_flags, controller_options, parse_size
@@ -46,25 +40,12 @@ from stepkit.builtin.fail import read_call_log
 
 def run_rollback(plane: Plane, shape: str, n: int, k: int, options: ControllerOptions,
                  timeout: float = 1800.0) -> dict[str, Any]:
-    ns = plane.namespace(f"rb-{shape}")
-    call_log = Path(tempfile.mkdtemp(prefix="bench-calls-")) / "calls.jsonl"
-    ctrl = Controller(plane.kubeconfig, ns, options, call_log=call_log).start()
-    try:
-        ctrl.wait_ready()
-        watcher = Watcher(plane.api, ns).start()
-        spec = (chain_spec if shape == "chain" else fanout_spec)(k, fail_last=True)
-        names = [f"rb-{shape}-{i:05d}" for i in range(n)]
-        totals0 = plane.request_totals()
-        s0 = ctrl.stats()
-        load0 = load()
-        t0 = submit(plane.api, ns, [workflow_body(nm, spec) for nm in names])
-        t_end, phases = watcher.wait_terminal(names, timeout)
-        s1 = ctrl.stats()
-        load1 = load()
-        totals1 = plane.settled_totals()
-        watcher.stop()
-    finally:
-        code = ctrl.stop()
+    spec = (chain_spec if shape == "chain" else fanout_spec)(k, fail_last=True)
+    names = [f"rb-{shape}-{i:05d}" for i in range(n)]
+    run = run_workflows(plane, f"rb-{shape}", names, spec, options, timeout, profile=False)
+    watcher, t0, t_end, phases, call_log = run.watcher, run.t0, run.t_end, run.phases, run.call_log
+    s0, s1, totals0, totals1, load0, load1, code = (
+        run.s0, run.s1, run.totals0, run.totals1, run.load0, run.load1, run.exit_code)
 
     calls = read_call_log(call_log)
     failed_at = {r.workflow: r.ts for r in calls if r.direction == "run" and r.outcome == "permanent"}

@@ -28,16 +28,13 @@ to find what the engine costs, not its safety limits.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    Controller,
     ControllerOptions,
     Plane,
-    Watcher,
     chain_spec,
     diff_totals,
     engine_writes,
@@ -49,8 +46,7 @@ from bench.common import (
     metric_sum,
     mutating_by_resource,
     percentile,
-    submit,
-    workflow_body,
+    run_workflows,
     write_json,
 )
 from stepkit.builtin.fail import read_call_log
@@ -59,30 +55,13 @@ from stepkit.builtin.fail import read_call_log
 def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptions,
               timeout: float = 1800.0) -> dict[str, Any]:
     """One throughput run: a fresh namespace and controller; the figures as a dict."""
-    ns = plane.namespace(f"tp-{shape}")
-    call_log = Path(tempfile.mkdtemp(prefix="bench-calls-")) / "calls.jsonl"
-    ctrl = Controller(plane.kubeconfig, ns, options, call_log=call_log).start()
-    try:
-        ready_s = ctrl.wait_ready()
-        ctrl.start_py_spy()
-        watcher = Watcher(plane.api, ns).start()
-        spec = chain_spec(k) if shape == "chain" else fanout_spec(k)
-        names = [f"{shape}-{i:05d}" for i in range(n)]
-        bodies = [workflow_body(nm, spec) for nm in names]
-        totals0 = plane.request_totals()
-        s0 = ctrl.stats()
-        load0 = load()
-        t0 = submit(plane.api, ns, bodies)
-        t_end, phases = watcher.wait_terminal(names, timeout)
-        s1 = ctrl.stats()
-        load1 = load()
-        totals1 = plane.settled_totals()
-        s2 = ctrl.stats()
-        cmetrics = ctrl.metrics()
-        watcher.stop()
-    finally:
-        code = ctrl.stop()
-    dropped = ctrl.events_dropped()
+    spec = chain_spec(k) if shape == "chain" else fanout_spec(k)
+    names = [f"{shape}-{i:05d}" for i in range(n)]
+    run = run_workflows(plane, f"tp-{shape}", names, spec, options, timeout)
+    watcher, t0, t_end, phases, call_log = run.watcher, run.t0, run.t_end, run.phases, run.call_log
+    s0, s1, s2, totals0, totals1 = run.s0, run.s1, run.s2, run.totals0, run.totals1
+    load0, load1, cmetrics, dropped, code, ready_s = (
+        run.load0, run.load1, run.controller_metrics, run.events_dropped, run.exit_code, run.ready_s)
 
     elapsed = t_end - t0
     steps = n * k
