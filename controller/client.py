@@ -14,7 +14,8 @@ and the service account files), else ``~/.kube/config``. It then sets:
 Every request goes through :class:`ThrottledApiClient.call_api`, which first takes a token from a
 :class:`TokenBucket` (``throttleQPS``, burst 2 x QPS): client-go's ``flowcontrol`` client-side rate limit.
 That covers the generated API methods and raw ``param_serialize`` + ``call_api`` calls alike, watches
-included (as in client-go, opening a watch costs one token; its events cost nothing).
+included (as in client-go, opening a watch costs one token; its events cost nothing), and
+:meth:`ThrottledApiClient.call_raw`, the short requests without the model layer (``informers.rawhttp``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, Protocol
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from informers import BucketRateLimiter, Clock, RealClock
+from informers import BucketRateLimiter, Clock, RealClock, rawhttp
 
 __all__ = [
     "ClientSource",
@@ -117,6 +118,24 @@ class ThrottledApiClient(k8s.ApiClient):
             raise
         except Exception:
             observer.observe_request(method, "<error>")  # no HTTP answer (client-go counts these too)
+            raise
+        observer.observe_request(method, str(response.status))
+        return response
+
+    def call_raw(self, method: str, path: str, body: bytes | None = None, *,
+                 content_type: str | None = "application/json",
+                 timeout: tuple[float, float] = (5.0, 5.0)) -> rawhttp.RawResponse:
+        """A short request without the model layer (:func:`informers.rawhttp.send`), throttled and
+        observed like :meth:`call_api`."""
+        waited = self.limiter.wait()
+        observer = self.observer
+        if observer is None:
+            return rawhttp.send(self, method, path, body, content_type=content_type, timeout=timeout)
+        observer.observe_rate_limiter_wait(waited)
+        try:
+            response = rawhttp.send(self, method, path, body, content_type=content_type, timeout=timeout)
+        except Exception:
+            observer.observe_request(method, "<error>")
             raise
         observer.observe_request(method, str(response.status))
         return response

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import socket
 import threading
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -43,9 +44,8 @@ import structlog
 import urllib3
 from cachetools import LRUCache
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from informers import Clock, RealClock
+from informers import Clock, RealClock, rawhttp
 from reconcilers.gate import Priority, priority
 
 __all__ = [
@@ -103,26 +103,15 @@ def api_request(
     query: list[tuple[str, str]] | None = None,
     expect: tuple[int, ...] = (200, 201),
 ) -> dict[str, Any]:
-    """One API request with raw JSON (``param_serialize`` + ``call_api``, no generated models): returns the
-    parsed body of an answer in ``expect``, raises :class:`ApiCallError` otherwise."""
-    headers = {"Accept": "application/json"}
-    if body is not None:
-        headers["Content-Type"] = content_type
-    m, url, hdrs, data, post = api_client.param_serialize(
-        method, path, query_params=query or None, header_params=headers,
-        body=dict(body) if body is not None else None, auth_settings=["BearerToken"],
-    )
+    """One API request with raw JSON (:func:`informers.rawhttp.request`, no generated models): returns
+    the parsed body of an answer in ``expect``, raises :class:`ApiCallError` otherwise."""
+    target = f"{path}?{urllib.parse.urlencode(query)}" if query else path
+    data = orjson.dumps(body) if body is not None else None
     try:
-        rest = api_client.call_api(m, url, hdrs, data, post, _request_timeout=timeout)
-        resp = rest.response
-        try:
-            status, raw = int(resp.status), bytes(resp.data)
-        finally:
-            resp.release_conn()
-    except ApiException as exc:  # the client maps TLS/connection errors to ApiException(status=0)
-        raise ApiCallError(method, path, 0, detail=type(exc).__name__) from exc
+        resp = rawhttp.request(api_client, method, target, data, content_type=content_type, timeout=timeout)
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise ApiCallError(method, path, 0, detail=type(exc).__name__) from exc
+    status, raw = resp.status, resp.data
     try:
         parsed = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError:

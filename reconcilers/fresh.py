@@ -96,6 +96,9 @@ class FreshCache:
         return self._put(obj, own=False)
 
     def _put(self, obj: Obj, *, own: bool) -> Obj:
+        meta = obj.get("metadata")
+        if isinstance(meta, Mapping) and "managedFields" in meta:  # as the informer's transform does
+            obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
         frozen: Obj = freeze(obj)
         key, rv = _key(frozen), _rv(frozen)
         owner = self._owner(frozen) if self._owner is not None else None

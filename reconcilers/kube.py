@@ -1,7 +1,7 @@
 """Thin raw-JSON helpers over the official client: get, create, merge-patch (spec/metadata or status)
-with a resourceVersion precondition, delete. Requests go through ``ApiClient.param_serialize`` +
-``ApiClient.call_api`` (so a throttling ``ApiClient`` subclass sees every call); bodies are parsed with
-orjson into plain dicts; never the generated models.
+with a resourceVersion precondition, delete. Requests go through :func:`informers.rawhttp.request`
+(orjson bytes on the client's own urllib3 pool; a throttling or gating ``ApiClient`` sees every call
+through its ``call_raw``); bodies are parsed with orjson into plain dicts; never the generated models.
 
 Optimistic concurrency: :meth:`Kube.patch` and :meth:`Kube.patch_status` put ``metadata.resourceVersion``
 into the merge patch when one is given; the API server answers 409 Conflict when the object changed
@@ -18,7 +18,7 @@ Exception tree::
      │    └── NotFound                        404
      └── TransportError                       no answer: connection refused/reset, read timeout
 
-Every call carries ``_request_timeout = (connect, rpc_timeout)``.
+Every call carries a ``(connect, rpc_timeout)`` timeout.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from typing import Any
 import orjson
 import urllib3
 from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
 
-from informers import Resource
+from informers import Resource, rawhttp
 
 __all__ = [
     "STEPS",
@@ -183,31 +182,17 @@ class Kube:
 
     def _call(self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
               content_type: str = "application/json") -> Obj:
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        m, url, hdrs, data, post = self.api_client.param_serialize(
-            method, path, header_params=headers, body=body, auth_settings=["BearerToken"],
-        )
+        data = orjson.dumps(body) if body is not None else None
         try:
-            rest = self.api_client.call_api(m, url, hdrs, data, post,
-                                            _request_timeout=(self.connect_timeout, self.timeout))
-        except ApiException as exc:  # the client maps TLS errors to ApiException(status=0)
-            raise TransportError(f"{method} {path}: {exc}") from exc
+            resp = rawhttp.request(self.api_client, method, path, data, content_type=content_type,
+                                   timeout=(self.connect_timeout, self.timeout))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        resp: urllib3.HTTPResponse = rest.response
-        try:
-            raw = resp.data
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        finally:
-            resp.release_conn()
         if resp.status >= 300:
-            raise _error(resp.status, resp.reason or "", raw)
-        if not raw:
+            raise _error(resp.status, resp.reason, resp.data)
+        if not resp.data:
             return {}
-        out: Obj = orjson.loads(raw)
+        out: Obj = orjson.loads(resp.data)
         return out
 
 

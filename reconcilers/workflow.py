@@ -50,6 +50,7 @@ from reconcilers.settings import EngineMetrics
 from reconcilers.state_machine.config import EngineConfig
 from reconcilers.state_machine.decide import decide
 from reconcilers.state_machine.naming import step_object_name
+from reconcilers.typed import TypedCache
 
 __all__ = ["OWNER_INDEX", "Result", "WorkflowReconciler", "owned_by", "owner_index", "owner_key"]
 
@@ -196,6 +197,7 @@ class WorkflowReconciler:
         self.stale_retry = stale_retry
         self.idle_check = idle_check
         self._not_started: set[str] = set()  # keys whose last reconcile saw no Step (one worker per key)
+        self.typed = TypedCache()
         self._now = now
         self._metrics = metrics
         self.queue: RateLimitingQueue[str] = RateLimitingQueue(
@@ -315,7 +317,8 @@ class WorkflowReconciler:
             obj_name = step_object_name(name, str(spec_step.get("name")))
             if obj_name not in steps and self.expectations.expects(object_key("Step", ns, obj_name)):
                 raise _Stale(key)  # we created it; the cache does not show it yet
-        decision = decide(wf, steps.values(), self._now(), self.engine_config)
+        decision = decide(self.typed.workflow(wf), [self.typed.step(s) for s in steps.values()], self._now(),
+                          self.engine_config)
         # A workflow with Steps is running (or undoing): its writes are hand-offs and go first through
         # the write gate; a new workflow's finalizer and first Steps wait behind them.
         level = Priority.HANDOFF if steps else Priority.NORMAL

@@ -7,10 +7,26 @@ checked again here, together with what CEL cannot express: cycles and unknown st
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from reconcilers.state_machine.types import WorkflowSpec
+
+_T = TypeVar("_T")
+
+
+def _memo(spec: WorkflowSpec, key: Any, compute: Callable[[], _T]) -> _T:
+    """What this module works out about a spec is kept on the spec: it is immutable (a frozen
+    dataclass, whose ``__dict__`` stays writable: ``functools.cached_property`` uses it the same way),
+    and the engine keeps one spec object per workflow generation, so a workflow's graph is analysed
+    once, not on every reconcile. The memo is not a field: equality, hashing and repr ignore it."""
+    memo: dict[Any, Any] = spec.__dict__.setdefault("_dag_memo", {})
+    try:
+        value: _T = memo[key]
+    except KeyError:
+        value = memo[key] = compute()
+    return value
 
 
 @dataclass(frozen=True)
@@ -24,6 +40,10 @@ class Problem:
 
 def validate(spec: WorkflowSpec, step_types: frozenset[str] | None) -> tuple[Problem, ...]:
     """Every problem of ``spec``, in a stable order. ``step_types`` None skips the step type check."""
+    return _memo(spec, ("validate", step_types), lambda: _validate(spec, step_types))
+
+
+def _validate(spec: WorkflowSpec, step_types: frozenset[str] | None) -> tuple[Problem, ...]:
     names = [s.name for s in spec.steps]
     known = set(names)
     problems: list[Problem] = []
@@ -57,13 +77,15 @@ def validate(spec: WorkflowSpec, step_types: frozenset[str] | None) -> tuple[Pro
 
 def upstream(spec: WorkflowSpec) -> Mapping[str, tuple[str, ...]]:
     """Step name -> the names it depends on (spec order, no duplicates)."""
-    return {s.name: tuple(dict.fromkeys(d.name for d in s.depend_ons)) for s in spec.steps}
+    return _memo(spec, "upstream", lambda: {s.name: tuple(dict.fromkeys(d.name for d in s.depend_ons))
+                                            for s in spec.steps})
 
 
 def downstream(spec: WorkflowSpec) -> Mapping[str, tuple[str, ...]]:
     """Step name -> the names of the steps that depend on it (spec order)."""
     ups = upstream(spec)
-    return {s.name: tuple(t.name for t in spec.steps if s.name in ups[t.name]) for s in spec.steps}
+    return _memo(spec, "downstream", lambda: {
+        s.name: tuple(t.name for t in spec.steps if s.name in ups[t.name]) for s in spec.steps})
 
 
 def find_cycle(spec: WorkflowSpec) -> tuple[str, ...] | None:
@@ -95,6 +117,10 @@ def find_cycle(spec: WorkflowSpec) -> tuple[str, ...] | None:
 def topological_order(spec: WorkflowSpec) -> tuple[str, ...]:
     """Every step after the steps it depends on; among steps that could go next, the earlier in the
     spec goes first (Kahn's algorithm), so the order is a pure function of the spec. Needs a valid spec."""
+    return _memo(spec, "order", lambda: _topological_order(spec))
+
+
+def _topological_order(spec: WorkflowSpec) -> tuple[str, ...]:
     ups = upstream(spec)
     done: set[str] = set()
     order: list[str] = []

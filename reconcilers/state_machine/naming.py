@@ -8,6 +8,7 @@ subdomain rule. Label values longer than 63 characters (the label limit) are cut
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Any
@@ -31,6 +32,7 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:_HASH_LEN]
 
 
+@functools.lru_cache(maxsize=16384)  # pure, and asked for every step on every reconcile
 def step_object_name(workflow: str, step: str) -> str:
     """``<workflow>-<step, made DNS-safe>-<hash of both>``, at most 253 characters."""
     readable = _NOT_DNS.sub("-", f"{workflow}-{step}".lower())

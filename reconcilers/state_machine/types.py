@@ -458,11 +458,13 @@ class Workflow:
     finalizers: tuple[str, ...] = ()
 
     @classmethod
-    def from_dict(cls, obj: Mapping[str, Any]) -> Self:
+    def from_dict(cls, obj: Mapping[str, Any], *, spec: WorkflowSpec | None = None) -> Self:
+        """``spec``: the already parsed spec of this object's generation (only its status and metadata
+        are read then)."""
         meta = obj.get("metadata") or {}
         return cls(
             name=str(meta["name"]),
-            spec=WorkflowSpec.from_dict(obj.get("spec") or {}),
+            spec=spec if spec is not None else WorkflowSpec.from_dict(obj.get("spec") or {}),
             status=WorkflowStatus.from_dict(obj.get("status")),
             namespace=str(meta.get("namespace", "")),
             uid=str(meta.get("uid", "")),

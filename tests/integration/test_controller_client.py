@@ -8,7 +8,8 @@ from pathlib import Path
 from kubernetes import client
 
 from controller.client import build_api_client
-from informers import FakeClock
+from informers import FakeClock, Resource
+from reconcilers.kube import Kube, NotFound
 
 
 class Counting:
@@ -53,6 +54,43 @@ def test_every_request_waits_for_a_token(kubeconfig: Path, namespace: str) -> No
         assert done.wait(30)
         assert seen.codes == ["GET 200"] * 4
         assert seen.waits == [0.0, 0.0, 1.0, 1.0]
+    finally:
+        clock.advance(100.0)
+        t.join(30)
+        api.close()
+
+
+def test_short_requests_without_the_model_layer_are_throttled_and_observed(kubeconfig: Path,
+                                                                           namespace: str) -> None:
+    """Kube's requests go through ``call_raw`` (informers.rawhttp): same bucket, same observer, real
+    answers from the server (create 201, get 200, a missing name 404)."""
+    clock, seen = FakeClock(), Counting()
+    api = build_api_client(kubeconfig, qps=1.0, burst=2, observer=seen, clock=clock)
+    kube = Kube(api)
+    cm = Resource("", "v1", "configmaps")
+    done = threading.Event()
+    results: list[object] = []
+
+    def three_requests() -> None:
+        created = kube.create(cm, namespace, {"metadata": {"name": "raw"}, "data": {"k": "v"}})
+        results.append(created["data"])
+        results.append(kube.get(cm, namespace, "raw")["metadata"]["name"])
+        try:
+            kube.get(cm, namespace, "missing")
+        except NotFound as exc:
+            results.append(exc.status)
+        done.set()
+
+    t = threading.Thread(target=three_requests, daemon=True)
+    try:
+        t.start()
+        clock.block_until_waiters(1)         # the burst of 2 went through; the 3rd waits for a token
+        assert seen.count() == 2
+        clock.advance(1.0)
+        assert done.wait(30)
+        assert results == [{"k": "v"}, "raw", 404]
+        assert seen.codes == ["POST 201", "GET 200", "GET 404"]
+        assert seen.waits == [0.0, 0.0, 1.0]
     finally:
         clock.advance(100.0)
         t.join(30)

@@ -113,6 +113,11 @@ class _Client:
         self.calls.append((method, self.gate.in_flight()))
         return "response"
 
+    def call_raw(self, method: str, path: str, body: bytes | None = None, **kwargs: Any) -> str:
+        assert self.gate is not None
+        self.calls.append((f"raw {method}", self.gate.in_flight()))
+        return "raw response"
+
 
 def test_the_gated_client_gates_writes_only_and_delegates_the_rest() -> None:
     inner = _Client()
@@ -121,5 +126,7 @@ def test_the_gated_client_gates_writes_only_and_delegates_the_rest() -> None:
     api = GatedApiClient(inner, gate)
     assert api.call_api("GET", "/x") == "response"
     assert api.call_api("PATCH", "/x") == "response"
+    assert api.call_raw("GET", "/x") == "raw response"
+    assert api.call_raw("POST", "/x", b"{}") == "raw response"
     assert api.configuration == "config"
-    assert inner.calls == [("GET", 0), ("PATCH", 1)]
+    assert inner.calls == [("GET", 0), ("PATCH", 1), ("raw GET", 0), ("raw POST", 1)]

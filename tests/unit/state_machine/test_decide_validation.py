@@ -78,3 +78,18 @@ def test_a_valid_pending_workflow_waits_for_admission() -> None:
     wf["status"] = status.to_status()
     wf["metadata"]["finalizers"] = [FINALIZER]
     assert run(wf, [], config=TYPES).is_noop
+
+
+def test_the_graph_analysis_is_kept_on_the_spec_and_is_invisible_to_equality() -> None:
+    from reconcilers.state_machine.dag import topological_order, validate
+    from reconcilers.state_machine.types import WorkflowSpec
+
+    raw = {"steps": [{"name": "b", "stepTemplate": {"type": "empty"}, "dependOns": [{"name": "a"}]},
+                     {"name": "a", "stepTemplate": {"type": "empty"}}]}
+    spec, twin = WorkflowSpec.from_dict(raw), WorkflowSpec.from_dict(raw)
+    assert topological_order(spec) == ("a", "b")
+    assert topological_order(spec) is topological_order(spec)      # worked out once
+    assert validate(spec, frozenset({"empty"})) == ()
+    assert validate(spec, frozenset()) != ()                        # a memo per step type set
+    assert spec == twin
+    assert repr(spec) == repr(twin)
