@@ -55,6 +55,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._wait_for_the_peer_to_close()
         elif "/echo/" in self.path:
             self._answer(200, self.path.encode())
+        elif self.command == "HEAD":  # the length of a body it does not send
+            self.send_response(200)
+            self.send_header("Content-Length", "10")
+            self.end_headers()
+        elif self.path.endswith("/nocontent"):
+            self.send_response(204)
+            self.end_headers()
+        elif self.path.endswith("/continue"):  # an interim answer first
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._answer(200, b'{"n":%d}' % n)
+        elif self.path.endswith("/eof"):  # no length: the body ends with the connection
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b'{"until":"eof"}')
+        elif self.path.endswith("/http10"):
+            self.protocol_version = "HTTP/1.0"
+            self._answer(200, b'{"n":%d}' % n)
+            self.close_connection = True
+        elif self.path.endswith("/trailer"):  # chunk extensions and a trailer field
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5;name=value\r\nhello\r\n1\r\n!\r\n0\r\nX-Checksum: 1\r\n\r\n")
         elif self.path.endswith("/chunked"):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -75,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._answer(201 if self.command == "POST" else 200, b'{"n":%d}' % n)
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
 
     def _wait_for_the_peer_to_close(self) -> None:
         self.close_connection = True
@@ -335,6 +359,24 @@ def test_a_chunked_answer_is_read_whole_and_the_connection_kept(server: _Server,
     assert out == RawResponse(200, "OK", b"".join(CHUNKS))
     assert after == RawResponse(200, "OK", b'{"n":2}')
     assert len(server.ports()) == 1
+
+
+@pytest.mark.parametrize(("method", "route", "answer", "kept"), [
+    ("HEAD", "head", RawResponse(200, "OK", b""), True),
+    ("DELETE", "nocontent", RawResponse(204, "No Content", b""), True),
+    ("GET", "continue", RawResponse(200, "OK", b'{"n":1}'), True),
+    ("GET", "trailer", RawResponse(200, "OK", b"hello!"), True),
+    ("GET", "eof", RawResponse(200, "OK", b'{"until":"eof"}'), False),
+    ("GET", "http10", RawResponse(200, "OK", b'{"n":1}'), False),
+])
+def test_each_framing_of_an_answer_is_read_to_its_end(
+        server: _Server, api: ApiClient, method: str, route: str, answer: RawResponse, kept: bool) -> None:
+    out = send(api, method, f"/api/v1/{route}", timeout=(1, 1))
+    after = send(api, "GET", "/api/v1/pods", timeout=(1, 1))
+
+    assert out == answer
+    assert after == RawResponse(200, "OK", b'{"n":2}')
+    assert (server.seen[0].port == server.seen[1].port) is kept
 
 
 def test_error_statuses_are_answers_not_exceptions(server: _Server, api: ApiClient) -> None:
