@@ -7,10 +7,11 @@ the same request directly: the body is already JSON bytes (orjson), the URL is t
 host plus the path, the headers are the client's default headers (User-Agent) plus the bearer token
 the configuration holds (refreshed by its hook, as ``param_serialize`` does), and it goes out on a
 connection lent by the client's own urllib3 pool (same TLS settings, same pooled keep-alive
-connections; checked for a dropped peer before reuse) but is written and read by ``http.client``
-itself, without urllib3's response wrapping. Through a proxy (``ProxyManager``) it takes urllib3's
-whole path instead. Per request this costs a third of ``call_api``'s CPU (0.6-0.7 ms against 1.7 ms
-for a status patch on this machine, ``bench/README.md``).
+connections; checked for a dropped peer before reuse), written in one ``sendall`` and its answer
+parsed here (status line, header fields, Content-Length or chunked body; ``http.client`` parses
+header fields with the ``email`` package, which cost more than the rest of the exchange). Through a
+proxy (``ProxyManager``) it takes urllib3's whole path instead. Per request this costs about a third
+of ``call_api``'s CPU (bench/README.md).
 
 Throttling, metrics and write priorities stay where they were: an ``ApiClient`` subclass that wants to
 see every short request defines ``call_raw(method, path, body, content_type, timeout)`` with the
@@ -19,7 +20,7 @@ signature of :func:`send`, and :func:`request` calls it when it exists (``contro
 ``call_api`` (streamed; their cost is in the events, not in the request).
 
 Contract: thread-safe (the urllib3 pool is); raises ``urllib3.exceptions.HTTPError`` or ``OSError``
-when no answer came (the caller maps them to its transport error); any HTTP status is an answer.
+when no (well-formed) answer came (the caller maps them to its transport error); any HTTP status is an answer.
 """
 
 from __future__ import annotations
@@ -59,22 +60,38 @@ def _headers(api_client: Any, content_type: str | None) -> dict[str, str]:
     return headers
 
 
-_pools: weakref.WeakKeyDictionary[Any, tuple[str, Any, str]] = weakref.WeakKeyDictionary()
+_MAX_HEAD = 64 * 1024
+_NO_BODY = frozenset({204, 304})
 
 
-def _pool(api_client: Any, host: str) -> tuple[Any, str]:
-    """The urllib3 pool for the API server and the path prefix of ``host`` (``https://lb/k8s/x``),
-    remembered per pool manager; ``(None, "")`` for a ``ProxyManager`` (it routes by the full URL)."""
+@dataclass(frozen=True, slots=True)
+class _Target:
+    host: str         # the configuration's host, the cache key
+    pool: Any         # urllib3's HTTP(S)ConnectionPool for it
+    prefix: str       # the path prefix of host (``https://lb/k8s/clusters/c1``), "" mostly
+    host_header: str  # what ``Host:`` says
+
+
+_targets: weakref.WeakKeyDictionary[Any, _Target] = weakref.WeakKeyDictionary()
+
+
+def _target(api_client: Any, host: str) -> _Target | None:
+    """The urllib3 pool for the API server and what requests on it need, remembered per pool manager;
+    None for a ``ProxyManager`` (it routes by the full URL)."""
     manager = api_client.rest_client.pool_manager
     if isinstance(manager, urllib3.ProxyManager):
-        return None, ""
-    known = _pools.get(manager)
-    if known is not None and known[0] == host and known[1].pool is not None:  # .pool is None once closed
-        return known[1], known[2]
+        return None
+    known = _targets.get(manager)
+    if known is not None and known.host == host and known.pool.pool is not None:  # None once closed
+        return known
     pool = manager.connection_from_url(host)
-    prefix = (urllib3.util.parse_url(host).path or "").rstrip("/")
-    _pools[manager] = (host, pool, prefix)
-    return pool, prefix
+    url = urllib3.util.parse_url(host)
+    name = f"[{pool.host}]" if ":" in pool.host else pool.host
+    default_port = 443 if url.scheme == "https" else 80
+    host_header = name if not url.port or url.port == default_port else f"{name}:{url.port}"
+    target = _Target(host, pool, (url.path or "").rstrip("/"), host_header)
+    _targets[manager] = target
+    return target
 
 
 def send(api_client: Any, method: str, path: str, body: bytes | None = None, *,
@@ -82,37 +99,131 @@ def send(api_client: Any, method: str, path: str, body: bytes | None = None, *,
          timeout: tuple[float, float] = (5.0, 5.0)) -> RawResponse:
     """``method path`` with ``body`` (JSON bytes) on ``api_client``'s pool; the whole answer read."""
     cfg = api_client.configuration
-    url = cfg.host + path
     headers = _headers(api_client, content_type if body is not None else None)
-    pool, prefix = _pool(api_client, cfg.host)
-    if pool is None:
+    target = _target(api_client, cfg.host)
+    if target is None:
         resp = api_client.rest_client.pool_manager.request(
-            method, url, body=body, headers=headers, timeout=_timeout(*timeout), retries=False,
+            method, cfg.host + path, body=body, headers=headers, timeout=_timeout(*timeout), retries=False,
             redirect=False, preload_content=True)
         return RawResponse(int(resp.status), str(resp.reason or ""), bytes(resp.data))
-    return _exchange(pool, method, prefix + path, body, headers, timeout)
+    return _exchange(target, method, target.prefix + path, body, headers, timeout)
 
 
-def _exchange(pool: Any, method: str, path: str, body: bytes | None, headers: dict[str, str],
+def _exchange(target: _Target, method: str, path: str, body: bytes | None, headers: dict[str, str],
               timeout: tuple[float, float]) -> RawResponse:
-    """One request/response on a pooled connection through ``http.client`` itself: urllib3's pool
-    lends the connection (already checked for a dropped peer; connected with the client's TLS
-    settings on first use) and gets it back afterwards, or an empty slot if anything failed."""
+    """One HTTP/1.1 request and its answer on a pooled connection, written and parsed here: urllib3's
+    pool lends the connection (checked for a dropped peer; connected with the client's TLS settings on
+    first use) and gets it back afterwards, or an empty slot if anything failed or the answer asked
+    to close. ``http.client`` never sees the exchange, so the connection stays idle in its eyes and
+    urllib3 may lend it to a LIST next."""
+    pool = target.pool
     conn = pool._get_conn()
+    keep = False
     try:
         if conn.sock is None:
             conn.timeout = timeout[0]
             conn.connect()
-        conn.sock.settimeout(timeout[1])
-        http.client.HTTPConnection.request(conn, method, path, body, headers)
-        resp = http.client.HTTPConnection.getresponse(conn)
-        data = resp.read()
-    except BaseException:
-        conn.close()
-        pool._put_conn(None)
-        raise
-    pool._put_conn(conn)
-    return RawResponse(resp.status, resp.reason or "", data)
+        sock = conn.sock
+        sock.settimeout(timeout[1])
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {target.host_header}"]
+        lines.extend(f"{k}: {v}" for k, v in headers.items())
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body or b'')}")
+        lines.append("\r\n")
+        sock.sendall("\r\n".join(lines).encode("latin-1") + (body or b""))
+        status, reason, data, keep = _read_response(sock, method)
+    finally:
+        if keep:
+            pool._put_conn(conn)
+        else:
+            conn.close()
+            pool._put_conn(None)
+    return RawResponse(status, reason, data)
+
+
+def _read_response(sock: Any, method: str) -> tuple[int, str, bytes, bool]:
+    """Status, reason, body, and whether the connection can carry another request."""
+    buf = bytearray()
+    while True:  # 1xx answers (never asked for) are skipped
+        end = buf.find(b"\r\n\r\n")
+        while end < 0:
+            if len(buf) > _MAX_HEAD:
+                raise urllib3.exceptions.ProtocolError("response head too long")
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise http.client.RemoteDisconnected("the server closed the connection without an answer")
+            buf += chunk
+            end = buf.find(b"\r\n\r\n")
+        head = bytes(buf[:end]).decode("latin-1").split("\r\n")
+        del buf[:end + 4]
+        version, _, rest = head[0].partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise urllib3.exceptions.ProtocolError(f"not an HTTP/1.x status line: {head[0][:80]!r}")
+        status = int(code)
+        if status >= 200:
+            break
+    fields: dict[str, str] = {}
+    for line in head[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    keep = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
+    if method == "HEAD" or status in _NO_BODY:
+        return status, reason, b"", keep and not buf
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        data = _read_chunked(sock, buf)
+        return status, reason, data, keep and not buf
+    length = fields.get("content-length")
+    if length is None:  # the body ends with the connection
+        while chunk := sock.recv(65536):
+            buf += chunk
+        return status, reason, bytes(buf), False
+    if not length.isdigit():
+        raise urllib3.exceptions.ProtocolError(f"bad Content-Length {length[:40]!r}")
+    size = int(length)
+    while len(buf) < size:
+        chunk = sock.recv(max(65536, size - len(buf)))
+        if not chunk:
+            raise urllib3.exceptions.ProtocolError(f"answer cut after {len(buf)} of {size} bytes")
+        buf += chunk
+    return status, reason, bytes(buf[:size]), keep and len(buf) == size
+
+
+def _read_chunked(sock: Any, buf: bytearray) -> bytes:
+    """The body of a chunked answer; consumes ``buf`` (what follows the head) and the socket up to the
+    end of the trailer, leaving in ``buf`` only what came after it (nothing, normally)."""
+    out = bytearray()
+
+    def fill(n: int) -> None:
+        while len(buf) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise urllib3.exceptions.ProtocolError("chunked answer cut short")
+            buf.extend(chunk)
+
+    def line() -> bytes:
+        while (i := buf.find(b"\r\n")) < 0:
+            if len(buf) > _MAX_HEAD:
+                raise urllib3.exceptions.ProtocolError("chunk size line too long")
+            fill(len(buf) + 1)
+        text = bytes(buf[:i])
+        del buf[:i + 2]
+        return text
+
+    while True:
+        size_text = line().split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise urllib3.exceptions.ProtocolError(f"bad chunk size {size_text[:40]!r}") from None
+        if size == 0:
+            while line():  # trailer fields, up to the empty line
+                pass
+            return bytes(out)
+        fill(size + 2)
+        out += buf[:size]
+        del buf[:size + 2]
 
 
 def request(api_client: Any, method: str, path: str, body: bytes | None = None, *,
