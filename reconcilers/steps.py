@@ -383,8 +383,10 @@ class StepExecutor:
                 self._in_flight -= 1
         seconds = time.monotonic() - started
         self._metrics.observe_step_call(tq.step_type, str(inv.kind), outcome.label, seconds)
-        bound.info("step call finished", outcome=outcome.label, seconds=round(seconds, 3),
-                   error=str(outcome.error) if outcome.error else None)
+        # A success shows as "step phase changed" once written; errors and retries are told here.
+        (bound.info if outcome.error else bound.debug)(
+            "step call finished", outcome=outcome.label, seconds=round(seconds, 3),
+            error=str(outcome.error) if outcome.error else None)
         self._write_outcome(tq, key, _Unwritten(inv, step_obj, outcome, wanted_workflow, bound))
 
     def _write_outcome(self, tq: _TypeQueue, key: str, out: _Unwritten) -> None:

@@ -22,6 +22,7 @@ the reconcile (and of the applier) carries them.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -198,6 +199,8 @@ class WorkflowReconciler:
         self.idle_check = idle_check
         self._not_started: set[str] = set()  # keys whose last reconcile saw no Step (one worker per key)
         self.typed = TypedCache()
+        self._id_prefix = uuid.uuid4().hex[:6]  # reconcile ids: unique per process start, then a counter
+        self._ids = itertools.count(1)
         self._now = now
         self._metrics = metrics
         self.queue: RateLimitingQueue[str] = RateLimitingQueue(
@@ -250,7 +253,8 @@ class WorkflowReconciler:
     def process(self, key: str) -> Result:
         """Reconcile ``key`` once and requeue it as the outcome says (the worker loop's body)."""
         started = time.monotonic()
-        structlog.contextvars.bind_contextvars(reconcile_id=uuid.uuid4().hex[:12], workflow=key)
+        reconcile_id = f"{self._id_prefix}{next(self._ids):x}"
+        structlog.contextvars.bind_contextvars(reconcile_id=reconcile_id, workflow=key)
         result = Result.SUCCESS
         try:
             after = self.reconcile(key)

@@ -171,7 +171,7 @@ class FailStep:
         outcome = "ok" if error is None else _outcome(error)
         if log_path is not None:
             append_call_log(log_path, _record(ctx, outcome))
-        ctx.log.info("fail step called", outcome=outcome, idempotency_key=ctx.idempotency_key)
+        ctx.log.debug("fail step called", outcome=outcome, idempotency_key=ctx.idempotency_key)
         if error is not None:
             raise error
         return result
