@@ -77,6 +77,9 @@ def main() -> None:
                     (label, "controller CPU, peak RSS",
                      f"{r['controller_cpu_s']:.1f}s ({r['controller_cpu_ms_per_step']:.1f} ms/step), "
                      f"{r['controller_peak_rss_mib']:.0f} MiB"),
+                    (label, "kube-apiserver, etcd CPU",
+                     f"{r['apiserver_cpu_s']:.1f}s ({r['apiserver_cpu_s'] / r['steps'] * 1000:.1f} ms/step), "
+                     f"{r['etcd_cpu_s']:.1f}s"),
                 ]
         if "floor" in parts:
             out["floor"] = []
@@ -92,8 +95,12 @@ def main() -> None:
                     out["floor"].append(f)
                     what = "floor time, watched as the engine run" if watched else "floor time"
                     rows.append((f"floor, {f['steps']} steps", f"engine time / {what}",
-                                 f"{r_tp['elapsed_s']:.1f}s / {f['elapsed_s']:.1f}s = {ratio:.1f}x  "
+                                 f"{r_tp['elapsed_s']:.1f}s / {f['elapsed_s']:.1f}s = {ratio:.2f}x  "
                                  f"(target <= 1.5; {r_tp['shape']}s; load {f['load_after']:.1f})"))
+                    if r_tp.get("apiserver_cpu_s") and f.get("apiserver_cpu_s"):
+                        rows.append((f"floor, {f['steps']} steps", f"kube-apiserver CPU, engine / {what}",
+                                     f"{r_tp['apiserver_cpu_s']:.1f}s / {f['apiserver_cpu_s']:.1f}s = "
+                                     f"{r_tp['apiserver_cpu_s'] / f['apiserver_cpu_s']:.2f}x"))
         if "rollback" in parts:
             out["rollback"] = []
             for shape, (n, k) in (("chain", args.rollback_chains), ("fanout", args.rollback_fanouts)):

@@ -286,6 +286,37 @@ class Plane:
             last = now
         return last
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by each process of the plane, by name
+        (``kube-apiserver``, ``etcd``)."""
+        out: dict[str, float] = {}
+        for pid in self.plane.processes():
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    name = f.read().strip()
+                out[name] = out.get(name, 0.0) + proc_stats(pid).cpu_seconds
+            except OSError:
+                continue
+        return out
+
+    def cpu_used(self, before: Mapping[str, float]) -> dict[str, float]:
+        """CPU seconds per plane process since ``before`` (a :meth:`cpu_seconds`)."""
+        return {k: v - before.get(k, 0.0) for k, v in self.cpu_seconds().items()}
+
+    def profile_apiserver(self, seconds: float, out: Path, delay: float = 0.0) -> threading.Thread:
+        """Take a CPU profile of kube-apiserver (Go pprof, ``/debug/pprof/profile``) for ``seconds``
+        after ``delay``, in a thread; read it with ``go tool pprof -top <out>``."""
+        def take() -> None:
+            time.sleep(delay)
+            url = f"{self.plane.server}/debug/pprof/profile?seconds={max(1, int(seconds))}"
+            with urllib.request.urlopen(url, timeout=seconds + 60, context=self._ssl) as r:
+                out.write_bytes(r.read())
+            print(f"  API server CPU profile ({seconds:.0f}s): {out}", flush=True)
+
+        thread = threading.Thread(target=take, name="apiserver-pprof", daemon=True)
+        thread.start()
+        return thread
+
     def stop(self) -> None:
         self.api.close()  # type: ignore[no-untyped-call]
         self.plane.stop()
@@ -625,13 +656,16 @@ class Run:
     controller_metrics: str
     events_dropped: int
     exit_code: int | None
+    plane_cpu: dict[str, float] = field(default_factory=dict)  # CPU s per plane process, submit -> terminal
 
 
 def run_workflows(plane: Plane, ns_prefix: str, names: list[str], spec: list[dict[str, Any]],
-                  options: ControllerOptions, timeout: float, *, profile: bool = True) -> Run:
+                  options: ControllerOptions, timeout: float, *, profile: bool = True,
+                  apiserver_profile: Path | None = None, apiserver_profile_s: float = 10.0) -> Run:
     """A fresh namespace and controller (its call log in a temporary file), a Watcher, the workflows
     submitted at once and waited for until terminal; the controller is stopped before returning.
-    ``profile``: start py-spy if the options ask for it."""
+    ``profile``: start py-spy if the options ask for it. ``apiserver_profile``: a Go CPU profile of
+    kube-apiserver over the first ``apiserver_profile_s`` seconds after the submit, written there."""
     ns = plane.namespace(ns_prefix)
     call_log = Path(tempfile.mkdtemp(prefix="bench-calls-")) / "calls.jsonl"
     ctrl = Controller(plane.kubeconfig, ns, options, call_log=call_log).start()
@@ -644,9 +678,14 @@ def run_workflows(plane: Plane, ns_prefix: str, names: list[str], spec: list[dic
         totals0 = plane.request_totals()
         s0 = ctrl.stats()
         load0 = load()
+        cpu0 = plane.cpu_seconds()
+        pprof = plane.profile_apiserver(apiserver_profile_s, apiserver_profile) if apiserver_profile else None
         t0 = submit(plane.api, ns, bodies)
         t_end, phases = watcher.wait_terminal(names, timeout)
         s1 = ctrl.stats()
+        plane_cpu = plane.cpu_used(cpu0)
+        if pprof is not None:
+            pprof.join()
         load1 = load()
         totals1 = plane.settled_totals()
         s2 = ctrl.stats()
@@ -655,7 +694,7 @@ def run_workflows(plane: Plane, ns_prefix: str, names: list[str], spec: list[dic
     finally:
         code = ctrl.stop()
     return Run(ns, names, call_log, watcher, ready_s, t0, t_end, phases, s0, s1, s2, totals0, totals1,
-               load0, load1, controller_metrics, ctrl.events_dropped(), code)
+               load0, load1, controller_metrics, ctrl.events_dropped(), code, plane_cpu)
 
 
 def write_json(name: str, data: Mapping[str, Any]) -> Path:

@@ -65,16 +65,19 @@ def run_floor(plane: Plane, steps: int, threads: int, steps_per_workflow: int = 
                           resource_version=running["metadata"]["resourceVersion"])
 
     load0 = load()
+    cpu0 = plane.cpu_seconds()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(steps)))
     elapsed = time.perf_counter() - t0
+    cpu = plane.cpu_used(cpu0)
     api.close()  # type: ignore[no-untyped-call]
     if watcher is not None:
         watcher.stop()
     return {"steps": steps, "threads": threads, "writes": 3 * steps, "elapsed_s": elapsed, "watched": watched,
             "steps_per_s": steps / elapsed, "writes_per_s": 3 * steps / elapsed,
-            "load_before": load0, "load_after": load()}
+            "load_before": load0, "load_after": load(),
+            "apiserver_cpu_s": cpu.get("kube-apiserver"), "etcd_cpu_s": cpu.get("etcd")}
 
 
 def report(r: dict[str, Any]) -> None:
@@ -82,7 +85,8 @@ def report(r: dict[str, Any]) -> None:
     print(f"floor{watched}: {r['steps']} steps x 3 writes from {r['threads']} threads: "
           f"{r['elapsed_s']:.1f}s  "
           f"{r['steps_per_s']:.0f} steps/s  {r['writes_per_s']:.0f} writes/s  "
-          f"(load {r['load_before']:.1f} -> {r['load_after']:.1f})", flush=True)
+          f"(load {r['load_before']:.1f} -> {r['load_after']:.1f}); "
+          f"kube-apiserver {r['apiserver_cpu_s']:.1f} CPU s, etcd {r['etcd_cpu_s']:.1f}", flush=True)
 
 
 def main() -> None:

@@ -53,11 +53,12 @@ from stepkit.builtin.fail import read_call_log
 
 
 def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptions,
-              timeout: float = 1800.0) -> dict[str, Any]:
+              timeout: float = 1800.0, apiserver_profile: Path | None = None) -> dict[str, Any]:
     """One throughput run: a fresh namespace and controller; the figures as a dict."""
     spec = chain_spec(k) if shape == "chain" else fanout_spec(k)
     names = [f"{shape}-{i:05d}" for i in range(n)]
-    run = run_workflows(plane, f"tp-{shape}", names, spec, options, timeout)
+    run = run_workflows(plane, f"tp-{shape}", names, spec, options, timeout,
+                        apiserver_profile=apiserver_profile)
     watcher, t0, t_end, phases, call_log = run.watcher, run.t0, run.t_end, run.phases, run.call_log
     s0, s1, s2, totals0, totals1 = run.s0, run.s1, run.s2, run.totals0, run.totals1
     load0, load1, cmetrics, dropped, code, ready_s = (
@@ -110,6 +111,7 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
         "controller_cpu_ms_per_step": (s1.cpu_seconds - s0.cpu_seconds) / steps * 1000,
         "controller_peak_rss_mib": s2.hwm_bytes / 2**20, "controller_rss_mib": s2.rss_bytes / 2**20,
         "controller_ready_s": ready_s, "controller_exit": code,
+        "apiserver_cpu_s": run.plane_cpu.get("kube-apiserver"), "etcd_cpu_s": run.plane_cpu.get("etcd"),
         "load_before": load0, "load_after": load1, "options": vars(options),
     }
 
@@ -137,6 +139,10 @@ def report(r: dict[str, Any]) -> None:
     print(f"  controller CPU {r['controller_cpu_s']:.1f}s ({r['controller_cpu_ms_per_step']:.1f} ms/step; "
           f"{r['controller_cpu_s_incl_event_flush']:.1f}s incl. the Event flush), "
           f"peak RSS {r['controller_peak_rss_mib']:.0f} MiB, exit {r['controller_exit']}", flush=True)
+    if r.get("apiserver_cpu_s") is not None:
+        print(f"  control plane CPU during the run: kube-apiserver {r['apiserver_cpu_s']:.1f}s, "
+              f"etcd {r['etcd_cpu_s']:.1f}s ({r['apiserver_cpu_s'] / r['steps'] * 1000:.1f} ms of API server "
+              f"per step)", flush=True)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -158,6 +164,9 @@ def add_controller_flags(ap: argparse.ArgumentParser) -> None:
                     "stacks of every thread, waiting included) into this file; needs "
                     "`.venv/bin/pip install py-spy`")
     ap.add_argument("--py-spy-gil", action="store_true", help="py-spy: only samples holding the GIL")
+    ap.add_argument("--apiserver-profile", type=Path,
+                    help="a Go CPU profile of kube-apiserver over the first 10 s after the submit, per shape "
+                         "(<file>.<shape>.pb.gz); read with `go tool pprof -top`")
 
 
 def controller_options(args: argparse.Namespace) -> ControllerOptions:
@@ -180,7 +189,9 @@ def main() -> None:
     try:
         for shape, (n, k) in (("chain", args.chains), ("fanout", args.fanouts)):
             if n and k:
-                r = run_shape(plane, shape, n, k, controller_options(args))
+                prof = (args.apiserver_profile.with_suffix(f".{shape}.pb.gz") if args.apiserver_profile
+                        else None)
+                r = run_shape(plane, shape, n, k, controller_options(args), apiserver_profile=prof)
                 report(r)
                 results.append(r)
     finally:
