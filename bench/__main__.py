@@ -98,7 +98,8 @@ def main() -> None:
                                  f"{r_tp['elapsed_s']:.1f}s / {f['elapsed_s']:.1f}s = {ratio:.2f}x  "
                                  f"(target <= 1.5; {r_tp['shape']}s; load {f['load_after']:.1f})"))
                     if r_tp.get("apiserver_cpu_s") and f.get("apiserver_cpu_s"):
-                        rows.append((f"floor, {f['steps']} steps", f"kube-apiserver CPU, engine / {what}",
+                        cpu_what = "floor, watched" if watched else "floor"
+                        rows.append((f"floor, {f['steps']} steps", f"kube-apiserver CPU, engine / {cpu_what}",
                                      f"{r_tp['apiserver_cpu_s']:.1f}s / {f['apiserver_cpu_s']:.1f}s = "
                                      f"{r_tp['apiserver_cpu_s'] / f['apiserver_cpu_s']:.2f}x"))
         if "rollback" in parts:

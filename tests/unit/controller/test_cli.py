@@ -154,3 +154,18 @@ def test_stopper_turns_a_signal_into_a_stop_and_a_second_signal_into_exit_now() 
     finally:
         s.restore()
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+def test_tune_gc_collects_cycles_less_often_and_freezes_what_start_up_left() -> None:
+    import gc
+
+    from controller.cli import GC_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
