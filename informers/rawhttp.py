@@ -26,15 +26,18 @@ when no (well-formed) answer came (the caller maps them to its transport error);
 from __future__ import annotations
 
 import http.client
+import json
+import urllib.parse
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import orjson
 import urllib3
 
-__all__ = ["RawResponse", "request", "send"]
+__all__ = ["RawResponse", "dumps", "request", "send"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,28 @@ class RawResponse:
     status: int
     reason: str
     data: bytes
+
+
+#: What stays as is in a request target: RFC 3986 path and query characters, and existing %-escapes.
+#: Anything else (a space, CR/LF, non-ASCII: say, from a name a user wrote) is %-encoded, as urllib3
+#: did, so no request can be split or smuggled through a path.
+_TARGET_SAFE = "/?&=%:@!$'()*+,;~-._"
+_MAX_BODY = 256 * 1024 * 1024
+
+
+def dumps(body: Any) -> bytes:
+    """A request body as JSON bytes: orjson, or the standard encoder for what orjson refuses (a lone
+    surrogate in a string: ``json`` escapes it)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
+
+
+def _request_target(path: str) -> str:
+    if path.isascii() and path.isprintable() and " " not in path:
+        return path
+    return urllib.parse.quote(path, safe=_TARGET_SAFE)
 
 
 @lru_cache(maxsize=64)
@@ -57,6 +82,9 @@ def _headers(api_client: Any, content_type: str | None) -> dict[str, str]:
     bearer: Mapping[str, Any] | None = api_client.configuration.auth_settings().get("BearerToken")
     if bearer and bearer.get("value"):
         headers[str(bearer["key"])] = str(bearer["value"])
+    for name, value in headers.items():
+        if not (name + value).isprintable():  # CR/LF would end the head early (a token file's newline)
+            raise urllib3.exceptions.ProtocolError(f"header {name!r} holds a control character")
     return headers
 
 
@@ -103,10 +131,10 @@ def send(api_client: Any, method: str, path: str, body: bytes | None = None, *,
     target = _target(api_client, cfg.host)
     if target is None:
         resp = api_client.rest_client.pool_manager.request(
-            method, cfg.host + path, body=body, headers=headers, timeout=_timeout(*timeout), retries=False,
-            redirect=False, preload_content=True)
+            method, cfg.host + _request_target(path), body=body, headers=headers, timeout=_timeout(*timeout),
+            retries=False, redirect=False, preload_content=True)
         return RawResponse(int(resp.status), str(resp.reason or ""), bytes(resp.data))
-    return _exchange(target, method, target.prefix + path, body, headers, timeout)
+    return _exchange(target, method, _request_target(target.prefix + path), body, headers, timeout)
 
 
 def _exchange(target: _Target, method: str, path: str, body: bytes | None, headers: dict[str, str],
@@ -130,8 +158,14 @@ def _exchange(target: _Target, method: str, path: str, body: bytes | None, heade
         if body is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body or b'')}")
         lines.append("\r\n")
-        sock.sendall("\r\n".join(lines).encode("latin-1") + (body or b""))
+        try:
+            head = "\r\n".join(lines).encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise urllib3.exceptions.ProtocolError(f"a header cannot be sent: {exc}") from None
+        sock.sendall(head + (body or b""))
         status, reason, data, keep = _read_response(sock, method)
+        pending = getattr(sock, "pending", None)  # TLS: bytes decrypted past the answer are not ours
+        keep = keep and not (pending is not None and pending())
     finally:
         if keep:
             pool._put_conn(conn)
@@ -139,6 +173,10 @@ def _exchange(target: _Target, method: str, path: str, body: bytes | None, heade
             conn.close()
             pool._put_conn(None)
     return RawResponse(status, reason, data)
+
+
+def _decimal(text: str) -> bool:
+    return text.isascii() and text.isdecimal()
 
 
 def _read_response(sock: Any, method: str) -> tuple[int, str, bytes, bool]:
@@ -158,7 +196,7 @@ def _read_response(sock: Any, method: str) -> tuple[int, str, bytes, bool]:
         del buf[:end + 4]
         version, _, rest = head[0].partition(" ")
         code, _, reason = rest.partition(" ")
-        if not version.startswith("HTTP/1.") or not code.isdigit():
+        if not version.startswith("HTTP/1.") or not _decimal(code) or not 100 <= int(code) <= 599:
             raise urllib3.exceptions.ProtocolError(f"not an HTTP/1.x status line: {head[0][:80]!r}")
         status = int(code)
         if status >= 200:
@@ -167,23 +205,30 @@ def _read_response(sock: Any, method: str) -> tuple[int, str, bytes, bool]:
     for line in head[1:]:
         name, sep, value = line.partition(":")
         if sep:
-            fields[name.strip().lower()] = value.strip()
+            name, value = name.strip().lower(), value.strip()
+            if name in fields and fields[name] != value and name in ("content-length", "transfer-encoding"):
+                raise urllib3.exceptions.ProtocolError(f"conflicting {name} fields")
+            fields[name] = value
     keep = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
     if method == "HEAD" or status in _NO_BODY:
         return status, reason, b"", keep and not buf
-    if "chunked" in fields.get("transfer-encoding", "").lower():
+    coding = fields.get("transfer-encoding", "").lower()
+    if coding:
+        if coding != "chunked":  # we never ask for a compressed answer
+            raise urllib3.exceptions.ProtocolError(f"unsupported transfer-encoding {coding[:40]!r}")
         data = _read_chunked(sock, buf)
-        return status, reason, data, keep and not buf
+        # with a Content-Length too, the message was ambiguous to someone on the way: do not reuse
+        return status, reason, data, keep and not buf and "content-length" not in fields
     length = fields.get("content-length")
     if length is None:  # the body ends with the connection
         while chunk := sock.recv(65536):
             buf += chunk
         return status, reason, bytes(buf), False
-    if not length.isdigit():
+    if not _decimal(length) or int(length) > _MAX_BODY:
         raise urllib3.exceptions.ProtocolError(f"bad Content-Length {length[:40]!r}")
     size = int(length)
     while len(buf) < size:
-        chunk = sock.recv(max(65536, size - len(buf)))
+        chunk = sock.recv(min(size - len(buf), 1 << 20))
         if not chunk:
             raise urllib3.exceptions.ProtocolError(f"answer cut after {len(buf)} of {size} bytes")
         buf += chunk
@@ -213,10 +258,11 @@ def _read_chunked(sock: Any, buf: bytearray) -> bytes:
 
     while True:
         size_text = line().split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise urllib3.exceptions.ProtocolError(f"bad chunk size {size_text[:40]!r}") from None
+        if not size_text or size_text.strip(b"0123456789abcdefABCDEF") or len(size_text) > 15:
+            raise urllib3.exceptions.ProtocolError(f"bad chunk size {size_text[:40]!r}")
+        size = int(size_text, 16)
+        if len(out) + size > _MAX_BODY:
+            raise urllib3.exceptions.ProtocolError("chunked answer too long")
         if size == 0:
             while line():  # trailer fields, up to the empty line
                 pass

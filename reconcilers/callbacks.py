@@ -63,6 +63,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Final, Protocol
+from urllib.parse import quote
 
 import orjson
 import requests
@@ -304,7 +305,8 @@ class ApiOutboxStore:
         return str((written.get("metadata") or {}).get("resourceVersion", ""))
 
     def secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return self._get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        # The name comes from a workflow's spec: one path segment, whatever it holds.
+        return self._get(f"/api/v1/namespaces/{quote(namespace, safe='')}/secrets/{quote(name, safe='')}")
 
 
 class MemoryOutboxStore:

@@ -106,7 +106,7 @@ def api_request(
     """One API request with raw JSON (:func:`informers.rawhttp.request`, no generated models): returns
     the parsed body of an answer in ``expect``, raises :class:`ApiCallError` otherwise."""
     target = f"{path}?{urllib.parse.urlencode(query)}" if query else path
-    data = orjson.dumps(body) if body is not None else None
+    data = rawhttp.dumps(body) if body is not None else None
     try:
         resp = rawhttp.request(api_client, method, target, data, content_type=content_type, timeout=timeout)
     except (urllib3.exceptions.HTTPError, OSError) as exc:

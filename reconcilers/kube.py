@@ -182,7 +182,7 @@ class Kube:
 
     def _call(self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
               content_type: str = "application/json") -> Obj:
-        data = orjson.dumps(body) if body is not None else None
+        data = rawhttp.dumps(body) if body is not None else None
         try:
             resp = rawhttp.request(self.api_client, method, path, data, content_type=content_type,
                                    timeout=(self.connect_timeout, self.timeout))

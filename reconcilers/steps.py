@@ -383,10 +383,12 @@ class StepExecutor:
                 self._in_flight -= 1
         seconds = time.monotonic() - started
         self._metrics.observe_step_call(tq.step_type, str(inv.kind), outcome.label, seconds)
-        # A success shows as "step phase changed" once written; errors and retries are told here.
+        # A success shows as "step phase changed" once written (with the call's seconds); errors and
+        # retries are told here.
         (bound.info if outcome.error else bound.debug)(
             "step call finished", outcome=outcome.label, seconds=round(seconds, 3),
             error=str(outcome.error) if outcome.error else None)
+        bound = bound.bind(call_seconds=round(seconds, 3))
         self._write_outcome(tq, key, _Unwritten(inv, step_obj, outcome, wanted_workflow, bound))
 
     def _write_outcome(self, tq: _TypeQueue, key: str, out: _Unwritten) -> None:

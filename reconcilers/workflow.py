@@ -253,7 +253,7 @@ class WorkflowReconciler:
     def process(self, key: str) -> Result:
         """Reconcile ``key`` once and requeue it as the outcome says (the worker loop's body)."""
         started = time.monotonic()
-        reconcile_id = f"{self._id_prefix}{next(self._ids):x}"
+        reconcile_id = f"{self._id_prefix}-{next(self._ids):x}"
         structlog.contextvars.bind_contextvars(reconcile_id=reconcile_id, workflow=key)
         result = Result.SUCCESS
         try:

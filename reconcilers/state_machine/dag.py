@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from reconcilers.state_machine.types import WorkflowSpec
@@ -20,7 +21,8 @@ def _memo(spec: WorkflowSpec, key: Any, compute: Callable[[], _T]) -> _T:
     """What this module works out about a spec is kept on the spec: it is immutable (a frozen
     dataclass, whose ``__dict__`` stays writable: ``functools.cached_property`` uses it the same way),
     and the engine keeps one spec object per workflow generation, so a workflow's graph is analysed
-    once, not on every reconcile. The memo is not a field: equality, hashing and repr ignore it."""
+    once, not on every reconcile. The memo is not a field: equality, hashing and repr ignore it. What
+    it holds is shared by every later caller, so it is immutable (tuples, read-only mappings)."""
     memo: dict[Any, Any] = spec.__dict__.setdefault("_dag_memo", {})
     try:
         value: _T = memo[key]
@@ -77,15 +79,15 @@ def _validate(spec: WorkflowSpec, step_types: frozenset[str] | None) -> tuple[Pr
 
 def upstream(spec: WorkflowSpec) -> Mapping[str, tuple[str, ...]]:
     """Step name -> the names it depends on (spec order, no duplicates)."""
-    return _memo(spec, "upstream", lambda: {s.name: tuple(dict.fromkeys(d.name for d in s.depend_ons))
-                                            for s in spec.steps})
+    return _memo(spec, "upstream", lambda: MappingProxyType({
+        s.name: tuple(dict.fromkeys(d.name for d in s.depend_ons)) for s in spec.steps}))
 
 
 def downstream(spec: WorkflowSpec) -> Mapping[str, tuple[str, ...]]:
     """Step name -> the names of the steps that depend on it (spec order)."""
     ups = upstream(spec)
-    return _memo(spec, "downstream", lambda: {
-        s.name: tuple(t.name for t in spec.steps if s.name in ups[t.name]) for s in spec.steps})
+    return _memo(spec, "downstream", lambda: MappingProxyType({
+        s.name: tuple(t.name for t in spec.steps if s.name in ups[t.name]) for s in spec.steps}))
 
 
 def find_cycle(spec: WorkflowSpec) -> tuple[str, ...] | None:

@@ -16,11 +16,18 @@ import urllib3
 from kubernetes.client import ApiClient, Configuration
 from urllib3.util.wait import wait_for_read
 
-from informers.rawhttp import RawResponse, request, send
+from informers.rawhttp import RawResponse, dumps, request, send
 
 NOT_FOUND = b'{"kind":"Status","reason":"NotFound","code":404}'
 CONFLICT = b'{"kind":"Status","reason":"AlreadyExists","code":409}'
 CHUNKS = (b'{"kind":"PodList",', b'"items":[1,2,', b"3]}")
+MALFORMED = {  # answers no conforming server sends: refused, never half-read into the next exchange
+    "conflicting-length": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+    "status-99": b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
+    "superscript-length": "HTTP/1.1 200 OK\r\nContent-Length: \u00b2\r\n\r\nab".encode("latin-1"),
+    "gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    "negative-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n\r\n",
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         n = self.server.record(Seen(self.command, self.path, self.headers, body, self.client_address[1]))
-        if self.path.endswith("/hang"):  # accepted and read, never answered
+        if "/raw/" in self.path:
+            self.wfile.write(MALFORMED[self.path.rsplit("/", 1)[1]])
+            self.close_connection = True
+        elif self.path.endswith("/hang"):  # accepted and read, never answered
             self._wait_for_the_peer_to_close()
         elif self.path.endswith("/stall"):  # the head and a first chunk, then nothing
             self.send_response(200)
@@ -552,3 +562,35 @@ def test_request_falls_back_to_send_for_a_plain_api_client(server: _Server, api:
         ("GET", "/api/v1/namespaces/ns/pods/missing", b""),
     ]
     assert server.seen[0].headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_a_malformed_answer_is_a_protocol_error_and_the_connection_is_not_reused(
+        server: _Server, api: ApiClient, name: str) -> None:
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        send(api, "GET", f"/raw/{name}", timeout=(1, 1))
+    assert send(api, "GET", "/api/v1/after").status == 200
+    assert len(server.ports()) == 2
+
+
+def test_a_path_with_spaces_or_line_breaks_is_percent_encoded_not_split(
+        server: _Server, api: ApiClient) -> None:
+    """A name from a user's spec cannot smuggle a second request into the connection."""
+    out = send(api, "GET", "/api/v1/secrets/x HTTP/1.1\r\n\r\nDELETE /api/v1/y\u00e9")
+    assert out.status == 200
+    [seen] = server.seen
+    assert seen.method == "GET"
+    assert seen.path == "/api/v1/secrets/x%20HTTP/1.1%0D%0A%0D%0ADELETE%20/api/v1/y%C3%A9"
+
+
+def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(
+        server: _Server, make_api: Callable[..., ApiClient]) -> None:
+    api = make_api(api_key={"authorization": "abc\n"}, api_key_prefix={"authorization": "Bearer"})
+    with pytest.raises(urllib3.exceptions.ProtocolError, match="control character"):
+        send(api, "GET", "/api/v1/x")
+    assert server.seen == []
+
+
+def test_dumps_falls_back_to_the_standard_encoder_for_what_orjson_refuses() -> None:
+    assert dumps({"a": [1, "b"]}) == b'{"a":[1,"b"]}'
+    assert dumps({"m": "lone \udc80 surrogate"}) == b'{"m": "lone \\udc80 surrogate"}'
