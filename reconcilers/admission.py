@@ -45,7 +45,7 @@ from reconcilers.kube import WORKFLOWS, Conflict, Kube, KubeError, NotFound, mer
 from reconcilers.settings import EventSink
 from reconcilers.state_machine.admission import Candidate, admit, start
 from reconcilers.state_machine.config import EngineConfig
-from reconcilers.state_machine.types import Phase, WorkflowStatus, parse_time
+from reconcilers.state_machine.types import TERMINAL, Phase, WorkflowStatus, parse_time
 
 __all__ = ["Admission"]
 
@@ -198,6 +198,11 @@ class Admission:
                     self._cond.wait(left)
                 if self._stopped:
                     return
+                if not self.workflows.has_synced():
+                    # Passes before the first LIST is in would see a partial cluster (and the initial
+                    # list wakes us once per workflow); look again shortly, woken or not.
+                    self._cond.wait(0.1)
+                    continue
                 self._woken = False
             try:
                 self.run_once()
@@ -212,15 +217,27 @@ class Admission:
         with self._lock:
             entries = list(self._entries.values())
         candidates = []
+        # A finished workflow neither waits nor holds a slot; all ``admit`` reads of them is when each
+        # queue last started one (FAIR's tie-break), so they go in as one stand-in per queue: a pass
+        # costs the unfinished workflows, not the thousands of finished ones a cluster keeps.
+        finished: dict[str, Candidate] = {}
         for entry in entries:
             c, rv = entry.candidate, entry.resource_version
             if c is None:
                 continue
-            stale = self.expectations.is_stale(object_key("Workflow", c.namespace, c.name), rv)
-            if stale and c.phase is Phase.PENDING:  # probably admitted by us: count it as active
+            if c.phase in TERMINAL:
+                if c.started_at is not None:
+                    last = finished.get(c.queue)
+                    if last is None or (last.started_at is not None and c.started_at > last.started_at):
+                        finished[c.queue] = c
+                continue
+            if c.phase is Phase.PENDING and self.expectations.is_stale(
+                    object_key("Workflow", c.namespace, c.name), rv):
+                # probably admitted by us (the cache lags our write): count it as active
                 c = Candidate(c.namespace, c.name, c.queue, Phase.RUNNING, c.created_at,
                               c.started_at or self._now(), c.deleting)
             candidates.append(c)
+        candidates.extend(finished.values())
         chosen = admit(candidates, self.engine_config)
         if len(chosen) > 1 and self.writers > 1:
             with ThreadPoolExecutor(min(self.writers, len(chosen)), "admission-write") as pool:

@@ -9,8 +9,10 @@ workflow's spec changes only with its generation: a new version of the same gene
 write) reuses the parsed spec object, and with it what ``state_machine.dag`` worked out about its
 graph (validation, cycle check, order), which it keeps on the spec.
 
-Contract: thread-safe (one lock around a dict); at most ``size`` values, the oldest inserted dropped
-first. Objects without a uid or resourceVersion (never from the API server) are parsed every time.
+Contract: thread-safe (one lock around a dict); at most ``size`` values (default 2048: the objects of
+a few hundred running workflows; a typed value costs about as much memory as the decoded object), the
+oldest inserted dropped first. Objects without a uid or resourceVersion (never from the API server)
+are parsed every time.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ __all__ = ["TypedCache"]
 
 
 class TypedCache:
-    def __init__(self, size: int = 8192) -> None:
+    def __init__(self, size: int = 2048) -> None:
         self.size = size
         self._lock = threading.Lock()
         self._values: dict[tuple[str, str, str], Any] = {}

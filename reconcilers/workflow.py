@@ -293,6 +293,12 @@ class WorkflowReconciler:
 
     def reconcile(self, key: str) -> float | None:
         """Decide and apply once; returns the seconds after which to look again (None: on change)."""
+        if not self.steps.has_synced():
+            # Before the Step informer's first LIST a missing Step means "not listed yet", not "never
+            # created": a rolling-back workflow decided on that snapshot ends RollBacked at once and its
+            # steps are never rolled back (client-go controllers wait for every cache for this reason).
+            # Checked first: during a long first LIST every listed workflow comes back here each second.
+            raise _Stale(key)
         wf = self.fresh_workflows.get_by_key(key)
         ns, name = split_key(key)
         if wf is None:
@@ -301,11 +307,6 @@ class WorkflowReconciler:
             return None
         meta = wf["metadata"]
         if self.expectations.is_stale(object_key("Workflow", ns, name), str(meta.get("resourceVersion"))):
-            raise _Stale(key)
-        if not self.steps.has_synced():
-            # Before the Step informer's first LIST a missing Step means "not listed yet", not "never
-            # created": a rolling-back workflow decided on that snapshot ends RollBacked at once and its
-            # steps are never rolled back (client-go controllers wait for every cache for this reason).
             raise _Stale(key)
         uid = str(meta.get("uid") or "")
         steps = {s["metadata"]["name"]: s for s in self.fresh_steps.owned(key) if owned_by(s, uid)}

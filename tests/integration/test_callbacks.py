@@ -34,8 +34,12 @@ SIGNING_SECRET_REF = {
                    "X-Workflow-Signature: sha256=<hex HMAC-SHA256 of the body> made with it.",
     "type": "object",
     "required": ["name", "key"],
-    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 253},
-                   "key": {"type": "string", "minLength": 1, "maxLength": 253}},
+    "properties": {
+        "name": {"description": "A Secret name (a DNS subdomain).", "type": "string", "minLength": 1,
+                 "maxLength": 253,
+                 "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"},
+        "key": {"description": "A key of the Secret's data.", "type": "string", "minLength": 1,
+                "maxLength": 253, "pattern": r"^[-._a-zA-Z0-9]+$"}},
 }
 
 

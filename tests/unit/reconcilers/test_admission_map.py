@@ -101,3 +101,36 @@ def test_updates_and_unparseable_workflows_in_the_map(informer: SharedIndexInfor
     assert adm.run_once() == 0
     informer.replace([informer.prepare(wf("b", "Success", rv=2))], "4")  # a relist: a and c are gone
     assert adm.phase_counts() == {"Success": 1}
+
+
+def test_a_pass_costs_the_unfinished_workflows_not_the_finished_ones(
+        informer: SharedIndexInformer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of finished workflows: no staleness lookups for them, and FAIR still sees when each
+    queue last started one (its tie-break)."""
+    kube = FakeKube()
+    config = EngineConfig(queue_strategy=QueueStrategy.FAIR, max_running_count=1)
+    expectations = Expectations()
+    adm = Admission(workflows=informer, kube=cast(Kube, kube), expectations=expectations,
+                    engine_config=config, events=NoopEventSink(), now=lambda: NOW)
+    informer.add_event_handler(adm)
+    done_a = [wf(f"a-{i}", "Success") for i in range(2000)]
+    done_a[7]["status"]["startedAt"] = "2026-01-01T00:30:00Z"           # queue "a" last started at 00:30
+    done_b = wf("b-done", "Success")                                    # queue "b" at 00:00
+    pending = [wf("p-a", created=1), wf("p-b", created=2)]
+    pending[0]["spec"]["queue"], pending[1]["spec"]["queue"] = "a", "b"
+    for o in done_a:
+        o["spec"]["queue"] = "a"
+    done_b["spec"]["queue"] = "b"
+    informer.replace([informer.prepare(o) for o in [*done_a, done_b, *pending]], "1")
+    looked_up: list[str] = []
+    real = expectations.is_stale
+
+    def counting(key: str, rv: str) -> bool:
+        looked_up.append(key)
+        return real(key, rv)
+
+    monkeypatch.setattr(expectations, "is_stale", counting)
+    assert adm.run_once() == 1
+    assert sorted(looked_up) == ["Workflow/ns/p-a", "Workflow/ns/p-b"]
+    # queue "b" started least recently: it goes first (by name alone, "a" would)
+    assert [p[0] for p in kube.patches] == ["p-b"]
