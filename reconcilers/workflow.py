@@ -328,7 +328,8 @@ class WorkflowReconciler:
             obj_name = step_object_name(name, str(spec_step.get("name")))
             if obj_name not in steps and self.expectations.expects(object_key("Step", ns, obj_name)):
                 raise _Stale(key)  # we created it; the cache does not show it yet
-        decision = decide(self.typed.workflow(wf), [self.typed.step(s) for s in steps.values()], self._now(),
+        # The steps are parsed only if decide reads them (not for a finished workflow).
+        decision = decide(self.typed.workflow(wf), (self.typed.step(s) for s in steps.values()), self._now(),
                           self.engine_config)
         # A workflow with Steps is running (or undoing): its writes are hand-offs and go first through
         # the write gate; a new workflow's finalizer and first Steps wait behind them.

@@ -78,11 +78,11 @@ def decide(
 ) -> Decision:
     """Everything to do for ``workflow`` given its Step objects (others in ``steps`` are ignored)."""
     wf = workflow if isinstance(workflow, Workflow) else Workflow.from_dict(workflow)
+    if wf.status.phase in TERMINAL and not wf.deleting:
+        return Decision()  # before reading the steps: most workflows a cluster keeps are finished
     objects = _by_step_name(wf, steps)
     if wf.status.phase is Phase.PENDING:
         return _pending(wf, objects, now, config)
-    if wf.status.phase in TERMINAL and not wf.deleting:
-        return Decision()
     if problems := validate(wf.spec, config.step_types):
         if wf.status.phase in TERMINAL:
             # Deleted after it was rejected: its graph or step types cannot be run or rolled back here.
