@@ -106,34 +106,31 @@ class ThrottledApiClient(k8s.ApiClient):
         self.observer = observer
 
     def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        waited = self.limiter.wait()
-        observer = self.observer
-        if observer is None:
-            return super().call_api(method, url, *args, **kwargs)
-        observer.observe_rate_limiter_wait(waited)
-        try:
-            response = super().call_api(method, url, *args, **kwargs)
-        except k8s.ApiException as exc:
-            observer.observe_request(method, str(exc.status or "<error>"))
-            raise
-        except Exception:
-            observer.observe_request(method, "<error>")  # no HTTP answer (client-go counts these too)
-            raise
-        observer.observe_request(method, str(response.status))
-        return response
+        base = super().call_api
+        return self._throttled(method, lambda: base(method, url, *args, **kwargs))
 
     def call_raw(self, method: str, path: str, body: bytes | None = None, *,
                  content_type: str | None = "application/json",
                  timeout: tuple[float, float] = (5.0, 5.0)) -> rawhttp.RawResponse:
         """A short request without the model layer (:func:`informers.rawhttp.send`), throttled and
         observed like :meth:`call_api`."""
+        out: rawhttp.RawResponse = self._throttled(method, lambda: rawhttp.send(
+            self, method, path, body, content_type=content_type, timeout=timeout))
+        return out
+
+    def _throttled(self, method: str, call: Callable[[], Any]) -> Any:
+        """Wait for a token, make the request, tell the observer (status, or ``<error>`` when no HTTP
+        answer came: client-go counts those too)."""
         waited = self.limiter.wait()
         observer = self.observer
         if observer is None:
-            return rawhttp.send(self, method, path, body, content_type=content_type, timeout=timeout)
+            return call()
         observer.observe_rate_limiter_wait(waited)
         try:
-            response = rawhttp.send(self, method, path, body, content_type=content_type, timeout=timeout)
+            response = call()
+        except k8s.ApiException as exc:
+            observer.observe_request(method, str(exc.status or "<error>"))
+            raise
         except Exception:
             observer.observe_request(method, "<error>")
             raise

@@ -145,10 +145,7 @@ class GatedApiClient:
     def call_raw(self, method: str, path: str, body: bytes | None = None, *,
                  content_type: str | None = "application/json",
                  timeout: tuple[float, float] = (5.0, 5.0)) -> rawhttp.RawResponse:
-        if method.upper() == "GET":
-            return rawhttp.request(self._api_client, method, path, body, content_type=content_type,
-                                   timeout=timeout)
-        with self.gate.slot():
+        with contextlib.nullcontext() if method.upper() == "GET" else self.gate.slot():
             return rawhttp.request(self._api_client, method, path, body, content_type=content_type,
                                    timeout=timeout)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client
 
@@ -31,20 +34,36 @@ class Counting:
             return len(self.codes)
 
 
+@contextmanager
+def in_background(requests: Callable[[], None], clock: FakeClock, api: Any) -> Iterator[threading.Event]:
+    """Run ``requests`` in a thread; yields the event set when they are done. Afterwards the clock
+    jumps far ahead (no one stays parked on a token), the thread is joined and the client closed."""
+    done = threading.Event()
+
+    def run() -> None:
+        requests()
+        done.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    try:
+        t.start()
+        yield done
+    finally:
+        clock.advance(100.0)
+        t.join(30)
+        api.close()
+
+
 def test_every_request_waits_for_a_token(kubeconfig: Path, namespace: str) -> None:
     clock, seen = FakeClock(), Counting()
     api = build_api_client(kubeconfig, qps=1.0, burst=2, observer=seen, clock=clock)
     core = client.CoreV1Api(api)
-    done = threading.Event()
 
     def four_requests() -> None:
         for _ in range(4):
             core.list_namespaced_config_map(namespace, _preload_content=False).release_conn()
-        done.set()
 
-    t = threading.Thread(target=four_requests, daemon=True)
-    try:
-        t.start()
+    with in_background(four_requests, clock, api) as done:
         clock.block_until_waiters(1)         # the burst of 2 went through; the 3rd waits for a token
         assert seen.count() == 2
         clock.advance(1.0)
@@ -54,10 +73,6 @@ def test_every_request_waits_for_a_token(kubeconfig: Path, namespace: str) -> No
         assert done.wait(30)
         assert seen.codes == ["GET 200"] * 4
         assert seen.waits == [0.0, 0.0, 1.0, 1.0]
-    finally:
-        clock.advance(100.0)
-        t.join(30)
-        api.close()
 
 
 def test_short_requests_without_the_model_layer_are_throttled_and_observed(kubeconfig: Path,
@@ -68,7 +83,6 @@ def test_short_requests_without_the_model_layer_are_throttled_and_observed(kubec
     api = build_api_client(kubeconfig, qps=1.0, burst=2, observer=seen, clock=clock)
     kube = Kube(api)
     cm = Resource("", "v1", "configmaps")
-    done = threading.Event()
     results: list[object] = []
 
     def three_requests() -> None:
@@ -79,11 +93,8 @@ def test_short_requests_without_the_model_layer_are_throttled_and_observed(kubec
             kube.get(cm, namespace, "missing")
         except NotFound as exc:
             results.append(exc.status)
-        done.set()
 
-    t = threading.Thread(target=three_requests, daemon=True)
-    try:
-        t.start()
+    with in_background(three_requests, clock, api) as done:
         clock.block_until_waiters(1)         # the burst of 2 went through; the 3rd waits for a token
         assert seen.count() == 2
         clock.advance(1.0)
@@ -91,10 +102,6 @@ def test_short_requests_without_the_model_layer_are_throttled_and_observed(kubec
         assert results == [{"k": "v"}, "raw", 404]
         assert seen.codes == ["POST 201", "GET 200", "GET 404"]
         assert seen.waits == [0.0, 0.0, 1.0]
-    finally:
-        clock.advance(100.0)
-        t.join(30)
-        api.close()
 
 
 def test_the_flag_kubeconfig_reaches_the_server(kubeconfig: Path) -> None:
