@@ -8,7 +8,9 @@ The default size finishes in about two minutes on an idle 2-core machine (more u
 
 Parts (each also runs on its own: ``python -m bench.throughput`` etc.; see their docstrings):
 throughput (chains, fan-outs), floor (the same step count's minimal writes from a bare client, the same
-concurrency as the engine's API-writing threads), rollback (chains, fan-outs), scale (finished
+concurrency as the engine's API-writing threads; then the engine's whole happy-path request mix from
+that client, which splits the engine/floor ratio into the design's API work and the controller's own
+share), rollback (chains, fan-outs), scale (finished
 workflows stored before the controller starts). ``--only throughput,floor`` picks parts.
 Every figure comes with the load average: on a shared machine, figures taken under load are slower.
 """
@@ -102,6 +104,27 @@ def main() -> None:
                         rows.append((f"floor, {f['steps']} steps", f"kube-apiserver CPU, engine / {cpu_what}",
                                      f"{r_tp['apiserver_cpu_s']:.1f}s / {f['apiserver_cpu_s']:.1f}s = "
                                      f"{r_tp['apiserver_cpu_s'] / f['apiserver_cpu_s']:.2f}x"))
+                    if "workflows" not in r_tp:  # the floor alone: no engine run to mirror
+                        continue
+                    # The engine's request mix from the same bare client, right after its floor: what the
+                    # design's API work costs without a controller, and so the controller's own share.
+                    m = floor.run_request_mix(plane, r_tp["shape"], r_tp["workflows"],
+                                              r_tp["steps"] // r_tp["workflows"], threads, watched=watched)
+                    floor.report_mix(m)
+                    m["floor_elapsed_s"] = f["elapsed_s"]
+                    out["floor"].append(m)
+                    w = ", watched" if watched else ""
+                    rows += [
+                        (f"request mix, {m['workflows']}x{m['steps'] // m['workflows']} {m['shape']}s",
+                         f"request-mix time / floor time{w}",
+                         f"{m['elapsed_s']:.1f}s / {f['elapsed_s']:.1f}s = "
+                         f"{m['elapsed_s'] / f['elapsed_s']:.2f}x  "
+                         "(the design's API work alone, no controller)"),
+                        (f"request mix, {m['workflows']}x{m['steps'] // m['workflows']} {m['shape']}s",
+                         f"engine time / request-mix time{w}",
+                         f"{r_tp['elapsed_s']:.1f}s / {m['elapsed_s']:.1f}s = "
+                         f"{r_tp['elapsed_s'] / m['elapsed_s']:.2f}x  (the controller's own share)"),
+                    ]
         if "rollback" in parts:
             out["rollback"] = []
             for shape, (n, k) in (("chain", args.rollback_chains), ("fanout", args.rollback_fanouts)):

@@ -657,6 +657,7 @@ class Run:
     events_dropped: int
     exit_code: int | None
     plane_cpu: dict[str, float] = field(default_factory=dict)  # CPU s per plane process, submit -> terminal
+    harness_cpu_s: float = 0.0  # CPU s of this bench process (its submit and Watcher), submit -> terminal
 
 
 def run_workflows(plane: Plane, ns_prefix: str, names: list[str], spec: list[dict[str, Any]],
@@ -680,8 +681,10 @@ def run_workflows(plane: Plane, ns_prefix: str, names: list[str], spec: list[dic
         load0 = load()
         cpu0 = plane.cpu_seconds()
         pprof = plane.profile_apiserver(apiserver_profile_s, apiserver_profile) if apiserver_profile else None
+        harness0 = time.process_time()
         t0 = submit(plane.api, ns, bodies)
         t_end, phases = watcher.wait_terminal(names, timeout)
+        harness_cpu = time.process_time() - harness0
         s1 = ctrl.stats()
         plane_cpu = plane.cpu_used(cpu0)
         if pprof is not None:
@@ -694,7 +697,7 @@ def run_workflows(plane: Plane, ns_prefix: str, names: list[str], spec: list[dic
     finally:
         code = ctrl.stop()
     return Run(ns, names, call_log, watcher, ready_s, t0, t_end, phases, s0, s1, s2, totals0, totals1,
-               load0, load1, controller_metrics, ctrl.events_dropped(), code, plane_cpu)
+               load0, load1, controller_metrics, ctrl.events_dropped(), code, plane_cpu, harness_cpu)
 
 
 def write_json(name: str, data: Mapping[str, Any]) -> Path:

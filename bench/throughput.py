@@ -112,6 +112,7 @@ def run_shape(plane: Plane, shape: str, n: int, k: int, options: ControllerOptio
         "controller_peak_rss_mib": s2.hwm_bytes / 2**20, "controller_rss_mib": s2.rss_bytes / 2**20,
         "controller_ready_s": ready_s, "controller_exit": code,
         "apiserver_cpu_s": run.plane_cpu.get("kube-apiserver"), "etcd_cpu_s": run.plane_cpu.get("etcd"),
+        "harness_cpu_s": run.harness_cpu_s,
         "load_before": load0, "load_after": load1, "options": vars(options),
     }
 
@@ -142,7 +143,8 @@ def report(r: dict[str, Any]) -> None:
     if r.get("apiserver_cpu_s") is not None:
         print(f"  control plane CPU during the run: kube-apiserver {r['apiserver_cpu_s']:.1f}s, "
               f"etcd {r['etcd_cpu_s']:.1f}s ({r['apiserver_cpu_s'] / r['steps'] * 1000:.1f} ms of API server "
-              f"per step)", flush=True)
+              f"per step); the bench itself (submit and watch) {r.get('harness_cpu_s', 0.0):.1f}s",
+              flush=True)
 
 
 def parse_size(text: str) -> tuple[int, int]:

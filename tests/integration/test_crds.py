@@ -150,6 +150,26 @@ def test_steps_are_immutable(crds: client.CustomObjectsApi, namespace: str) -> N
     assert "the steps of a workflow cannot be changed once it is created" in message
 
 
+def test_step_checks_run_at_create_and_immutability_covers_updates(
+    crds: client.CustomObjectsApi, namespace: str
+) -> None:
+    """The quadratic step checks are skipped on updates (optionalOldSelf): other spec fields still change,
+    and steps made invalid by an update are refused by the immutability rule."""
+    _create(crds, namespace, _seed())
+    updated = crds.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "workflows", "example", {"spec": {"queue": "team-b"}}
+    )
+    assert updated["spec"]["queue"] == "team-b"
+    with pytest.raises(ApiException) as info:
+        crds.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "workflows", "example",
+            {"spec": {"steps": [_step("a"), _step("a", "x")]}},
+        )
+    assert info.value.status == 422
+    message = json.loads(info.value.body)["message"]
+    assert "the steps of a workflow cannot be changed once it is created" in message
+
+
 def test_status_subresource(crds: client.CustomObjectsApi, namespace: str) -> None:
     created = _create(crds, namespace, _seed())
     status = {
