@@ -46,6 +46,7 @@ from reconcilers.settings import (
     NoopMetrics,
 )
 from reconcilers.steps import StepExecutor
+from reconcilers.typed import TypedCache
 from reconcilers.workflow import OWNER_INDEX, WorkflowReconciler, owner_index, owner_key
 from stepkit import StepRegistry
 
@@ -152,11 +153,12 @@ class Engine:
             callback_sender = sender
         self.callback_sender: CallbackWaker = callback_sender
 
+        typed = TypedCache()  # one parse per object version, for the reconciler and the step workers
         self.executor = StepExecutor(
             kube=self.kube, registry=registry, workflows=self.workflows, steps=self.steps,
             expectations=self.expectations, settings=settings, now=self._now, clock=self._clock,
             metrics=self._metrics, queue_metrics=queue_metrics, fresh_workflows=self.fresh_workflows,
-            fresh_steps=self.fresh_steps)
+            fresh_steps=self.fresh_steps, typed=typed)
         self.applier = Applier(self.kube, self.expectations, submit=self.executor.submit,
                                events=self.event_recorder, callbacks=self.callback_sender,
                                fresh_workflows=self.fresh_workflows, fresh_steps=self.fresh_steps,
@@ -165,7 +167,8 @@ class Engine:
             workflows=self.workflows, steps=self.steps, fresh_workflows=self.fresh_workflows,
             fresh_steps=self.fresh_steps, applier=self.applier, expectations=self.expectations,
             engine_config=engine_config, workers=settings.workflow_workers, stale_retry=settings.stale_retry,
-            now=self._now, clock=self._clock, metrics=self._metrics, queue_metrics=queue_metrics)
+            now=self._now, clock=self._clock, metrics=self._metrics, queue_metrics=queue_metrics,
+            typed=typed)
         self.admission = Admission(
             workflows=self.workflows, kube=self.kube, expectations=self.expectations,
             engine_config=engine_config, events=self.event_recorder, now=self._now,

@@ -72,6 +72,7 @@ from reconcilers.state_machine.outcomes import (
 )
 from reconcilers.state_machine.schedule import is_due, next_call
 from reconcilers.state_machine.types import Resource, Step, StepStatus, Workflow
+from reconcilers.typed import TypedCache
 from stepkit import (
     ResourceStatus,
     RetryableError,
@@ -171,6 +172,7 @@ class StepExecutor:
         fresh_workflows: FreshCache | None = None,
         fresh_steps: FreshCache | None = None,
         on_outcome: Callable[[str], None] | None = None,
+        typed: TypedCache | None = None,
     ) -> None:
         self.kube = kube
         self.registry = registry
@@ -184,6 +186,9 @@ class StepExecutor:
         self.fresh_steps = fresh_steps if fresh_steps is not None else FreshCache(steps.indexer)
         #: Called with the workflow key after an outcome was written (the engine: enqueue the workflow).
         self.on_outcome = on_outcome
+        #: Typed values parsed once per object version (shared with the reconciler): a call reads its
+        #: Step and its workflow, whose spec (every step's template) is parsed once per generation.
+        self.typed = typed if typed is not None else TypedCache()
 
         self._now = now
         self._clock: Clock = clock or RealClock()
@@ -331,8 +336,8 @@ class StepExecutor:
                                         str(step_obj["metadata"].get("resourceVersion"))):
             return "stale"
         else:
-            step = Step.from_dict(step_obj)
-            wf = Workflow.from_dict(wf_obj)
+            step = self.typed.step(step_obj)
+            wf = self.typed.workflow(wf_obj)
             call = next_call(step.spec, step.status, seed=f"{wf.uid}/{inv.step}")
             if call is None or call.kind is not inv.kind or call.attempt != inv.attempt:
                 reason = "moved on"
@@ -369,7 +374,7 @@ class StepExecutor:
 
     def _call_and_record(self, tq: _TypeQueue, key: str, inv: Invocation, step_obj: Obj,
                          wf: Workflow, wanted_workflow: str) -> None:
-        step = Step.from_dict(step_obj)
+        step = self.typed.step(step_obj)
         bound = log.bind(workflow=wf.name, namespace=wf.namespace, step=inv.step, step_type=tq.step_type,
                          direction=str(inv.kind), attempt=inv.attempt)
         deadline_s = self.settings.deadline_seconds(tq.step_type)
@@ -469,12 +474,12 @@ class StepExecutor:
     def _record(self, key: str, inv: Invocation, step_obj: Obj, outcome: CallOutcome, bound: Any) -> None:
         ns, obj_name = split_key(key)
         exp_key = object_key("Step", ns, obj_name)
-        read = Step.from_dict(step_obj)
-        current, current_obj = read, step_obj
+        read = self.typed.step(step_obj)
+        current = read
         for _ in range(_WRITE_TRIES):
             now = self._now()
             new = _apply_outcome(current, inv, outcome, now)
-            old_view = StepStatus.from_dict(current_obj.get("status")).to_status()
+            old_view = current.status.to_status()  # the codec's view of the object's status
             patch = merge_patch(old_view, new.to_status())
             if not patch:
                 return
@@ -487,7 +492,7 @@ class StepExecutor:
                     current_obj = self.kube.get(STEPS, ns, obj_name)
                 except NotFound:
                     return
-                current = Step.from_dict(current_obj)
+                current = self.typed.step(current_obj)
                 if current.status.phase is read.status.phase and _attempt(current) != _attempt(read):
                     bound.info("step outcome already recorded", phase=str(current.status.phase))
                     return

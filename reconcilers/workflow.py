@@ -186,6 +186,7 @@ class WorkflowReconciler:
         clock: Clock | None = None,
         metrics: EngineMetrics,
         queue_metrics: MetricsProvider | None = None,
+        typed: TypedCache | None = None,
     ) -> None:
         self.workflows = workflows
         self.steps = steps
@@ -198,7 +199,7 @@ class WorkflowReconciler:
         self.stale_retry = stale_retry
         self.idle_check = idle_check
         self._not_started: set[str] = set()  # keys whose last reconcile saw no Step (one worker per key)
-        self.typed = TypedCache()
+        self.typed = typed if typed is not None else TypedCache()  # shared with the step workers
         self._id_prefix = uuid.uuid4().hex[:6]  # reconcile ids: unique per process start, then a counter
         self._ids = itertools.count(1)
         self._now = now
