@@ -50,7 +50,9 @@ from reconcilers.kube import Conflict, KubeError, NotFound
 from reconcilers.settings import EngineMetrics
 from reconcilers.state_machine.config import EngineConfig
 from reconcilers.state_machine.decide import decide
+from reconcilers.state_machine.decision import Decision
 from reconcilers.state_machine.naming import step_object_name
+from reconcilers.state_machine.types import TERMINAL
 from reconcilers.typed import TypedCache
 
 __all__ = ["OWNER_INDEX", "Result", "WorkflowReconciler", "owned_by", "owner_index", "owner_key"]
@@ -146,6 +148,13 @@ def _not_started(wf: Obj) -> bool:
     counts = status.get("stepPhases") or {}
     return status.get("phase") in (None, "", "Pending") or not any(
         counts.get(p) for p in ("Running", "Success", "RollingBack", "RollBacked", "Failed"))
+
+
+def _finished(decision: Decision, wf: Obj) -> bool:
+    """The decision wrote a final phase of a workflow that is not being deleted."""
+    written = decision.workflow
+    return (written is not None and written.phase in TERMINAL
+            and not (wf.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def _active(wf: Obj) -> bool:
@@ -342,13 +351,16 @@ class WorkflowReconciler:
             if self.workflows.indexer.get_by_key(key) is None:
                 return None
             raise
-        if applied.skipped or (applied.writes and not decision.invocations):
+        finished = _finished(decision, wf)
+        if applied.skipped or (applied.writes and not decision.invocations and not finished):
             # Look again at once, on what was just written (the FreshCache shows it): a phase concludes
             # only on observed step states, and the watch events of our own writes wake nothing. With
             # calls handed to the step workers this is not needed: each outcome enqueues the workflow.
+            # Nor after writing a final phase (nor the safety net below): decide does nothing more for
+            # a finished workflow until it is deleted, and the deletion's watch event wakes it.
             self.queue.add(key, low_priority=level is Priority.NORMAL)
         after = [d.total_seconds() for d in (decision.requeue_after, applied.requeue_after) if d is not None]
-        if not after and self.idle_check > 0 and _active(wf):
+        if not after and self.idle_check > 0 and _active(wf) and not finished:
             # A safety net: the watch events of our own writes wake nothing (their writers enqueue what
             # follows), so an unfinished workflow is looked at again after a quiet minute whatever
             # went wrong meanwhile (a step outcome that could not be written, a call dropped at stop).

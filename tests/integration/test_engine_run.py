@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import yaml
 from kubernetes import client
 
 from tests.integration.engine_fixtures import (
+    GROUP,
     SEED_EXAMPLE,
+    VERSION,
     calls,
     crds,
     create,
@@ -169,3 +172,48 @@ def test_a_dependent_waits_for_the_resource_status_its_upstream_reports_through_
     records = [(r.step, r.direction) for r in calls(log, workflow_name="async")]
     assert records.index(("db", "sync")) < records.index(("app", "run")), records
     assert records[0] == ("db", "run")
+
+
+def test_a_finished_workflow_is_not_reconciled_again_after_its_final_write(
+        api_client: client.ApiClient, crds: client.CustomObjectsApi, namespace: str, tmp_path: Path) -> None:
+    """The reconcile that writes the final phase queues the workflow for no other look, at once or after the
+    quiet-minute safety net (decide does nothing for a finished workflow); a change by someone else, such
+    as a deletion, still wakes it."""
+    log = tmp_path / "calls.jsonl"
+    with running_engine(api_client, settings(namespace)) as engine:
+        reconciler = engine.reconciler
+        local = threading.local()
+        finals: list[tuple[int, float | None]] = []  # the final write's reconcile: its own adds, its requeue
+        after_success: list[str] = []
+        reconcile, add = reconciler.reconcile, reconciler.queue.add
+
+        def phase(key: str) -> str:
+            obj = reconciler.fresh_workflows.get_by_key(key)
+            return str(((obj or {}).get("status") or {}).get("phase") or "Pending")
+
+        def counting(key: str) -> float | None:
+            before, local.adds, after = phase(key), 0, None
+            try:
+                after = reconcile(key)
+                return after
+            finally:
+                if before == "Success":
+                    after_success.append(key)
+                elif phase(key) == "Success":
+                    finals.append((local.adds, after))  # nor the quiet-minute safety net
+                local.adds = None
+
+        def adding(key: str, **kwargs: Any) -> None:
+            if getattr(local, "adds", None) is not None:
+                local.adds += 1
+            add(key, **kwargs)
+
+        reconciler.reconcile = counting  # type: ignore[method-assign]
+        reconciler.queue.add = adding  # type: ignore[method-assign]
+        create(crds, namespace, workflow("done", [step("a", "fail", parameters=_fail(log)),
+                                                  step("b", "fail", "a", parameters=_fail(log))]))
+        wait_phase(crds, namespace, "done", "Success", "Failed", "RollBacked")
+        wait_for(lambda: finals, message="the reconcile that wrote Success")
+        assert finals == [(0, None)]
+        crds.delete_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", "done")
+        wait_for(lambda: after_success, message="the deletion to wake the finished workflow")
