@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import time
 from typing import Any
 
@@ -28,6 +29,85 @@ from bench.common import Plane, fmt_ms, load, write_json
 from bench.throughput import add_controller_flags, controller_options, parse_size
 
 PARTS = ("throughput", "floor", "rollback", "scale")
+
+
+def throughput_and_floor(plane: Plane, args: argparse.Namespace, options: Any, parts: set[str],
+                         out: dict[str, Any], rows: list[tuple[str, str, str]],
+                         ratios: dict[tuple[str, str], list[float]]) -> None:
+    """One repetition: each throughput run, then at once its floor and request mix (plain, then watched
+    as the engine run), so a ratio compares runs taken minutes apart at most. Each ratio also goes to
+    ``ratios`` for the summary over repetitions."""
+    out.setdefault("throughput", [])
+    out.setdefault("floor", [])
+    threads = options.workflow_workers + options.step_concurrency
+
+    def ratio_row(label: str, what: str, a: float, b: float, note: str) -> None:
+        ratios.setdefault((label, what), []).append(a / b)
+        rows.append((label, what, f"{a:.1f}s / {b:.1f}s = {a / b:.2f}x  ({note})"))
+
+    def floors_for(r_tp: dict[str, Any]) -> None:
+        for watched in (False, True):
+            f = floor.run_floor(plane, r_tp["steps"], threads, watched=watched)
+            floor.report(f)
+            f["engine_over_floor"] = r_tp["elapsed_s"] / f["elapsed_s"]
+            f["shape"] = r_tp["shape"]
+            out["floor"].append(f)
+            what = "floor time, watched as the engine run" if watched else "floor time"
+            floor_label = f"floor, {f['steps']} steps ({r_tp['shape']}s)"
+            ratio_row(floor_label, f"engine time / {what}", r_tp["elapsed_s"], f["elapsed_s"],
+                      f"target <= 1.5; load {f['load_after']:.1f}")
+            if r_tp.get("apiserver_cpu_s") and f.get("apiserver_cpu_s"):
+                cpu_what = "floor, watched" if watched else "floor"
+                rows.append((floor_label, f"kube-apiserver CPU, engine / {cpu_what}",
+                             f"{r_tp['apiserver_cpu_s']:.1f}s / {f['apiserver_cpu_s']:.1f}s = "
+                             f"{r_tp['apiserver_cpu_s'] / f['apiserver_cpu_s']:.2f}x"))
+            if "workflows" not in r_tp:  # the floor alone: no engine run to mirror
+                continue
+            # The engine's request mix from the same bare client, right after its floor: what the
+            # design's API work costs without a controller, and so the controller's own share.
+            m = floor.run_request_mix(plane, r_tp["shape"], r_tp["workflows"],
+                                      r_tp["steps"] // r_tp["workflows"], threads, watched=watched)
+            floor.report_mix(m)
+            m["floor_elapsed_s"] = f["elapsed_s"]
+            out["floor"].append(m)
+            w = ", watched" if watched else ""
+            label = f"request mix, {m['workflows']}x{m['steps'] // m['workflows']} {m['shape']}s"
+            ratio_row(label, f"request-mix time / floor time{w}", m["elapsed_s"], f["elapsed_s"],
+                      "the design's API work alone, no controller")
+            ratio_row(label, f"engine time / request-mix time{w}", r_tp["elapsed_s"], m["elapsed_s"],
+                      "the controller's own share")
+
+    if "throughput" not in parts:
+        if "floor" in parts:
+            floors_for({"steps": args.chains[0] * args.chains[1], "elapsed_s": math.nan, "shape": "chain"})
+        return
+    for shape, (n, k) in (("chain", args.chains), ("fanout", args.fanouts)):
+        if not (n and k):
+            continue
+        r = throughput.run_shape(plane, shape, n, k, options)
+        throughput.report(r)
+        out["throughput"].append(r)
+        label = f"{n}x{k} {shape}s"
+        lo = f"load {r['load_before']:.1f}-{r['load_after']:.1f}"
+        rows += [
+            (label, "workflows/s, steps/s",
+             f"{r['workflows_per_s']:.1f}, {r['steps_per_s']:.1f}  ({lo})"),
+            (label, "hand-off p50 / p99",
+             f"{fmt_ms(r['handoff_p50_s'])} / {fmt_ms(r['handoff_p99_s'])}"
+             "  (target < 50 / < 250 ms)"),
+            (label, "API writes per step",
+             f"{r['api_writes_per_step']:.2f}  (target <= 6) "
+             + " ".join(f"{k2.split()[1]}:{v / r['steps']:.1f}"
+                        for k2, v in r["api_writes_by_resource"].items())),
+            (label, "controller CPU, peak RSS",
+             f"{r['controller_cpu_s']:.1f}s ({r['controller_cpu_ms_per_step']:.1f} ms/step), "
+             f"{r['controller_peak_rss_mib']:.0f} MiB"),
+            (label, "kube-apiserver, etcd CPU",
+             f"{r['apiserver_cpu_s']:.1f}s ({r['apiserver_cpu_s'] / r['steps'] * 1000:.1f} ms/step), "
+             f"{r['etcd_cpu_s']:.1f}s"),
+        ]
+        if "floor" in parts:
+            floors_for(r)
 
 
 def main() -> None:
@@ -42,6 +122,9 @@ def main() -> None:
                     help="workflows stored before the controller starts (acceptance: 10000)")
     ap.add_argument("--scale-steps", type=int, default=5)
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run throughput and floor N times, each engine run followed by its floors, and "
+                         "print the median of each ratio (on a shared machine one run moves by 20-30 %%)")
     add_controller_flags(ap)
     args = ap.parse_args()
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
@@ -56,75 +139,16 @@ def main() -> None:
     out: dict[str, Any] = {"at": started, "cpus": os.cpu_count(), "args": vars(args)}
     rows: list[tuple[str, str, str]] = []
     try:
-        if "throughput" in parts:
-            out["throughput"] = []
-            for shape, (n, k) in (("chain", args.chains), ("fanout", args.fanouts)):
-                if not (n and k):
-                    continue
-                r = throughput.run_shape(plane, shape, n, k, options)
-                throughput.report(r)
-                out["throughput"].append(r)
-                label = f"{n}x{k} {shape}s"
-                lo = f"load {r['load_before']:.1f}-{r['load_after']:.1f}"
-                rows += [
-                    (label, "workflows/s, steps/s",
-                     f"{r['workflows_per_s']:.1f}, {r['steps_per_s']:.1f}  ({lo})"),
-                    (label, "hand-off p50 / p99",
-                     f"{fmt_ms(r['handoff_p50_s'])} / {fmt_ms(r['handoff_p99_s'])}"
-                     "  (target < 50 / < 250 ms)"),
-                    (label, "API writes per step",
-                     f"{r['api_writes_per_step']:.2f}  (target <= 6) "
-                     + " ".join(f"{k2.split()[1]}:{v / r['steps']:.1f}"
-                                for k2, v in r["api_writes_by_resource"].items())),
-                    (label, "controller CPU, peak RSS",
-                     f"{r['controller_cpu_s']:.1f}s ({r['controller_cpu_ms_per_step']:.1f} ms/step), "
-                     f"{r['controller_peak_rss_mib']:.0f} MiB"),
-                    (label, "kube-apiserver, etcd CPU",
-                     f"{r['apiserver_cpu_s']:.1f}s ({r['apiserver_cpu_s'] / r['steps'] * 1000:.1f} ms/step), "
-                     f"{r['etcd_cpu_s']:.1f}s"),
-                ]
-        if "floor" in parts:
-            out["floor"] = []
-            threads = options.workflow_workers + options.step_concurrency
-            alone = [{"steps": args.chains[0] * args.chains[1], "elapsed_s": math.nan, "shape": "chain"}]
-            for r_tp in out.get("throughput") or alone:
-                for watched in (False, True):
-                    f = floor.run_floor(plane, r_tp["steps"], threads, watched=watched)
-                    floor.report(f)
-                    ratio = r_tp["elapsed_s"] / f["elapsed_s"]
-                    f["engine_over_floor"] = ratio
-                    f["shape"] = r_tp["shape"]
-                    out["floor"].append(f)
-                    what = "floor time, watched as the engine run" if watched else "floor time"
-                    rows.append((f"floor, {f['steps']} steps", f"engine time / {what}",
-                                 f"{r_tp['elapsed_s']:.1f}s / {f['elapsed_s']:.1f}s = {ratio:.2f}x  "
-                                 f"(target <= 1.5; {r_tp['shape']}s; load {f['load_after']:.1f})"))
-                    if r_tp.get("apiserver_cpu_s") and f.get("apiserver_cpu_s"):
-                        cpu_what = "floor, watched" if watched else "floor"
-                        rows.append((f"floor, {f['steps']} steps", f"kube-apiserver CPU, engine / {cpu_what}",
-                                     f"{r_tp['apiserver_cpu_s']:.1f}s / {f['apiserver_cpu_s']:.1f}s = "
-                                     f"{r_tp['apiserver_cpu_s'] / f['apiserver_cpu_s']:.2f}x"))
-                    if "workflows" not in r_tp:  # the floor alone: no engine run to mirror
-                        continue
-                    # The engine's request mix from the same bare client, right after its floor: what the
-                    # design's API work costs without a controller, and so the controller's own share.
-                    m = floor.run_request_mix(plane, r_tp["shape"], r_tp["workflows"],
-                                              r_tp["steps"] // r_tp["workflows"], threads, watched=watched)
-                    floor.report_mix(m)
-                    m["floor_elapsed_s"] = f["elapsed_s"]
-                    out["floor"].append(m)
-                    w = ", watched" if watched else ""
-                    rows += [
-                        (f"request mix, {m['workflows']}x{m['steps'] // m['workflows']} {m['shape']}s",
-                         f"request-mix time / floor time{w}",
-                         f"{m['elapsed_s']:.1f}s / {f['elapsed_s']:.1f}s = "
-                         f"{m['elapsed_s'] / f['elapsed_s']:.2f}x  "
-                         "(the design's API work alone, no controller)"),
-                        (f"request mix, {m['workflows']}x{m['steps'] // m['workflows']} {m['shape']}s",
-                         f"engine time / request-mix time{w}",
-                         f"{r_tp['elapsed_s']:.1f}s / {m['elapsed_s']:.1f}s = "
-                         f"{r_tp['elapsed_s'] / m['elapsed_s']:.2f}x  (the controller's own share)"),
-                    ]
+        ratios: dict[tuple[str, str], list[float]] = {}
+        for rep in range(args.repeat):
+            if args.repeat > 1:
+                print(f"--- repetition {rep + 1} of {args.repeat} (load {load():.1f})", flush=True)
+            throughput_and_floor(plane, args, options, parts, out, rows, ratios)
+        if args.repeat > 1:
+            for (label, what), values in ratios.items():
+                rows.append((label, f"{what}, median of {len(values)}",
+                             f"{statistics.median(values):.2f}x  "
+                             f"(min {min(values):.2f}x, max {max(values):.2f}x)"))
         if "rollback" in parts:
             out["rollback"] = []
             for shape, (n, k) in (("chain", args.rollback_chains), ("fanout", args.rollback_fanouts)):
