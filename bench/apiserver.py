@@ -47,8 +47,8 @@ def without_cel(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def measure(plane: Plane, kube: Kube, ns: str, n: int, steps: int = 5) -> dict[str, float]:
-    """ms of kube-apiserver CPU per request, by kind (Workflows of ``steps`` chained steps)."""
+def measure(plane: Plane, kube: Kube, ns: str, n: int, k: int = 5) -> dict[str, float]:
+    """ms of kube-apiserver CPU per request, by kind (Workflows of ``k`` chained steps)."""
     out: dict[str, float] = {}
 
     def timed(kind: str, calls: list[Any]) -> list[Any]:
@@ -63,8 +63,8 @@ def measure(plane: Plane, kube: Kube, ns: str, n: int, steps: int = 5) -> dict[s
     timed("Step status patch", [
         lambda s=s: kube.patch_status(STEPS, ns, s["metadata"]["name"], {"phase": "Running"},
                                       resource_version=s["metadata"]["resourceVersion"]) for s in steps])
-    wfs = timed(f"Workflow create ({steps} steps)", [
-        lambda i=i: kube.create(WORKFLOWS, ns, workflow_body(f"w{i}", chain_spec(steps))) for i in range(n)])
+    wfs = timed(f"Workflow create ({k} steps)", [
+        lambda i=i: kube.create(WORKFLOWS, ns, workflow_body(f"w{i}", chain_spec(k))) for i in range(n)])
     wfs = timed("Workflow status patch", [
         lambda w=w: kube.patch_status(WORKFLOWS, ns, w["metadata"]["name"], {"phase": "Running"},
                                       resource_version=w["metadata"]["resourceVersion"]) for w in wfs])
