@@ -42,7 +42,8 @@ def throughput_and_floor(plane: Plane, args: argparse.Namespace, options: Any, p
     threads = options.workflow_workers + options.step_concurrency
 
     def ratio_row(label: str, what: str, a: float, b: float, note: str) -> None:
-        ratios.setdefault((label, what), []).append(a / b)
+        if not math.isnan(a / b):  # the floor alone has no engine time to compare
+            ratios.setdefault((label, what), []).append(a / b)
         rows.append((label, what, f"{a:.1f}s / {b:.1f}s = {a / b:.2f}x  ({note})"))
 
     def floors_for(r_tp: dict[str, Any]) -> None:
@@ -127,6 +128,8 @@ def main() -> None:
                          "print the median of each ratio (on a shared machine one run moves by 20-30 %%)")
     add_controller_flags(ap)
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat: at least 1")
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     unknown = parts - set(PARTS)
     if unknown:

@@ -9,10 +9,12 @@ workflow's spec changes only with its generation: a new version of the same gene
 write) reuses the parsed spec object, and with it what ``state_machine.dag`` worked out about its
 graph (validation, cycle check, order), which it keeps on the spec.
 
-Contract: thread-safe (one lock around a dict); at most ``size`` values (default 2048: the objects of
-a few hundred running workflows; a typed value costs about as much memory as the decoded object), the
-oldest inserted dropped first. Objects without a uid or resourceVersion (never from the API server)
-are parsed every time.
+Contract: thread-safe (one lock around the dicts; the reconciler and the step workers share one
+cache); at most ``size`` values (default 2048: the objects of a few hundred running workflows; a typed
+value costs about as much memory as the decoded object), the oldest inserted dropped first, and apart
+from them at most ``size`` parsed specs (one per workflow generation), so the churn of step versions
+does not push out the spec of a running workflow. Objects without a uid or resourceVersion (never from
+the API server) are parsed every time.
 """
 
 from __future__ import annotations
@@ -31,19 +33,23 @@ class TypedCache:
         self.size = size
         self._lock = threading.Lock()
         self._values: dict[tuple[str, str, str], Any] = {}
+        self._specs: dict[tuple[str, str], Any] = {}  # (uid, generation) -> the parsed spec
         self.parsed = 0  # for tests: how many objects were parsed
 
     def workflow(self, obj: Mapping[str, Any]) -> Workflow:
         meta = obj.get("metadata") or {}
-        spec_key = ("WorkflowSpec", str(meta.get("uid") or ""), str(meta.get("generation") or ""))
-        known = self._values.get(spec_key) if spec_key[1] and spec_key[2] else None
+        spec_key = (str(meta.get("uid") or ""), str(meta.get("generation") or ""))
+        known = self._specs.get(spec_key) if spec_key[0] and spec_key[1] else None
 
         def parse(o: Mapping[str, Any]) -> Workflow:
             return Workflow.from_dict(o, spec=known)
 
         value: Workflow = self._get("Workflow", obj, parse)
-        if known is None and spec_key[1] and spec_key[2]:
-            self._remember(spec_key, value.spec)
+        if known is None and spec_key[0] and spec_key[1]:
+            with self._lock:
+                self._specs[spec_key] = value.spec
+                while len(self._specs) > self.size:
+                    del self._specs[next(iter(self._specs))]
         return value
 
     def step(self, obj: Mapping[str, Any]) -> Step:

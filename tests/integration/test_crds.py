@@ -168,6 +168,9 @@ def test_step_checks_run_at_create_and_immutability_covers_updates(
     assert info.value.status == 422
     message = json.loads(info.value.body)["message"]
     assert "the steps of a workflow cannot be changed once it is created" in message
+    # The create-time checks did not run on this update (the CRD before they were guarded said both).
+    assert "step names must be unique" not in message
+    assert "every dependOns name must be" not in message
 
 
 def test_status_subresource(crds: client.CustomObjectsApi, namespace: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.integration.engine_fixtures import (
     GROUP,
@@ -217,3 +218,15 @@ def test_a_finished_workflow_is_not_reconciled_again_after_its_final_write(
         assert finals == [(0, None)]
         crds.delete_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", "done")
         wait_for(lambda: after_success, message="the deletion to wake the finished workflow")
+        wait_for(lambda: _gone(crds, namespace, "done"), timeout=60,
+                 message="the deletion to finish (finalizers released)")
+
+
+def _gone(crds: client.CustomObjectsApi, namespace: str, name: str) -> bool:
+    try:
+        crds.get_namespaced_custom_object(GROUP, VERSION, namespace, "workflows", name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return False

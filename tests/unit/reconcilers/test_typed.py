@@ -62,3 +62,16 @@ def test_a_new_version_of_the_same_generation_reuses_the_parsed_spec() -> None:
     three = {**two, "metadata": {**two["metadata"], "resourceVersion": "3", "generation": 2},
              "spec": {"steps": [{"name": "b", "stepTemplate": {"type": "empty"}}]}}
     assert [s.name for s in cache.workflow(three).spec.steps] == ["b"]
+
+
+def test_a_spec_outlives_the_churn_of_other_values() -> None:
+    """The step workers and the reconciler share the cache: many new step versions must not push out the
+    parsed spec (and its graph analysis) of a running workflow."""
+    cache = TypedCache(size=4)
+    one = _workflow("1")
+    one["metadata"]["generation"] = 1
+    spec = cache.workflow(one).spec
+    for rv in range(10, 30):
+        cache.step(_step(str(rv)))
+    later = {**one, "metadata": {**one["metadata"], "resourceVersion": "40"}}
+    assert cache.workflow(later).spec is spec
