@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -68,42 +69,55 @@ def step_object(ns: str, wf: str, step: str) -> dict[str, Any]:
     }
 
 
-def run_floor(plane: Plane, steps: int, threads: int, steps_per_workflow: int = 5, *,
-              watched: bool = False) -> dict[str, Any]:
-    """``watched``: with the throughput bench's own Watcher on the namespace, as during an engine run
-    (it times the hand-offs; the API server serves its two watch streams on top of the engine's)."""
-    ns = plane.namespace("floor")
+def _step_writes(kube: Kube, ns: str, wf: str, step: str, resource_id: str) -> None:
+    """One step's minimal writes: create, then the status writes for Running and Success, each with the
+    resourceVersion the previous answer gave as its precondition."""
+    created = kube.create(STEPS, ns, step_object(ns, wf, step))
+    name = created["metadata"]["name"]
+    running = kube.patch_status(STEPS, ns, name, {"phase": "Running"},
+                                resource_version=created["metadata"]["resourceVersion"])
+    kube.patch_status(STEPS, ns, name, {"phase": "Success", "resource": {"id": resource_id}},
+                      resource_version=running["metadata"]["resourceVersion"])
+
+
+def _bare_client_run(plane: Plane, ns_prefix: str, threads: int, watched: bool, count: int,
+                     one: Callable[[Kube, str, int], None]) -> dict[str, Any]:
+    """``one(kube, namespace, i)`` for i in ``range(count)`` from ``threads`` threads of a bare client in
+    a fresh namespace (with the throughput bench's Watcher if ``watched``): the elapsed time, the load
+    and the CPU seconds of the control plane and of this process."""
+    ns = plane.namespace(ns_prefix)
     watcher = Watcher(plane.api, ns).start() if watched else None
     api = make_api(plane.kubeconfig, pool=threads + 2)
     kube = Kube(api, timeout=30, connect_timeout=30)
-
-    def one(i: int) -> None:
-        wf, st = f"wf-{i // steps_per_workflow:05d}", f"s{i % steps_per_workflow}"
-        created = kube.create(STEPS, ns, step_object(ns, wf, st))
-        name = created["metadata"]["name"]
-        running = kube.patch_status(STEPS, ns, name, {"phase": "Running"},
-                                    resource_version=created["metadata"]["resourceVersion"])
-        kube.patch_status(STEPS, ns, name,
-                          {"phase": "Success", "resource": {"id": f"fail-{i:012d}"}},
-                          resource_version=running["metadata"]["resourceVersion"])
-
     load0 = load()
     cpu0 = plane.cpu_seconds()
     harness0 = time.process_time()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, range(steps)))
+        list(pool.map(lambda i: one(kube, ns, i), range(count)))
     elapsed = time.perf_counter() - t0
     harness_cpu = time.process_time() - harness0
     cpu = plane.cpu_used(cpu0)
     api.close()  # type: ignore[no-untyped-call]
     if watcher is not None:
         watcher.stop()
-    return {"steps": steps, "threads": threads, "writes": 3 * steps, "elapsed_s": elapsed, "watched": watched,
-            "steps_per_s": steps / elapsed, "writes_per_s": 3 * steps / elapsed,
-            "load_before": load0, "load_after": load(),
-            "apiserver_cpu_s": cpu.get("kube-apiserver"), "etcd_cpu_s": cpu.get("etcd"),
+    return {"threads": threads, "watched": watched, "elapsed_s": elapsed, "load_before": load0,
+            "load_after": load(), "apiserver_cpu_s": cpu.get("kube-apiserver"), "etcd_cpu_s": cpu.get("etcd"),
             "harness_cpu_s": harness_cpu}
+
+
+def run_floor(plane: Plane, steps: int, threads: int, steps_per_workflow: int = 5, *,
+              watched: bool = False) -> dict[str, Any]:
+    """``watched``: with the throughput bench's own Watcher on the namespace, as during an engine run
+    (it times the hand-offs; the API server serves its two watch streams on top of the engine's)."""
+    def one(kube: Kube, ns: str, i: int) -> None:
+        _step_writes(kube, ns, f"wf-{i // steps_per_workflow:05d}", f"s{i % steps_per_workflow}",
+                     f"fail-{i:012d}")
+
+    r = _bare_client_run(plane, "floor", threads, watched, steps, one)
+    elapsed = r["elapsed_s"]
+    return {**r, "steps": steps, "writes": 3 * steps, "steps_per_s": steps / elapsed,
+            "writes_per_s": 3 * steps / elapsed}
 
 
 def mix_plan(k: int) -> list[str]:
@@ -126,14 +140,10 @@ def run_request_mix(plane: Plane, shape: str, n: int, k: int, threads: int, *,
     """The engine's happy-path requests for ``n`` workflows of ``k`` steps (:func:`mix_plan`), issued by a
     bare client from ``threads`` threads (a workflow's requests in order on one thread), no controller.
     Status bodies are shaped like the engine's (phase, times, the SpecValid condition, step counts)."""
-    ns = plane.namespace("mix")
-    watcher = Watcher(plane.api, ns).start() if watched else None
-    api = make_api(plane.kubeconfig, pool=threads + 2)
-    kube = Kube(api, timeout=30, connect_timeout=30)
     spec = chain_spec(k) if shape == "chain" else fanout_spec(k)
     stamp = "2026-01-01T00:00:00.000000Z"
 
-    def one(i: int) -> None:
+    def one(kube: Kube, ns: str, i: int) -> None:
         wf = f"wf-{i:05d}"
         obj = kube.create(WORKFLOWS, ns, workflow_body(wf, spec))
         obj = kube.patch(WORKFLOWS, ns, wf, {"metadata": {"finalizers": [FINALIZER]}},
@@ -146,36 +156,16 @@ def run_request_mix(plane: Plane, shape: str, n: int, k: int, threads: int, *,
                            "Failed": 0}}, resource_version=obj["metadata"]["resourceVersion"])
         kube.create(EVENTS, ns, _event(ns, wf, "Started", "workflow started"))
         for j in range(k):
-            created = kube.create(STEPS, ns, step_object(ns, wf, f"s{j}"))
-            name = created["metadata"]["name"]
-            running = kube.patch_status(STEPS, ns, name, {"phase": "Running"},
-                                        resource_version=created["metadata"]["resourceVersion"])
-            kube.patch_status(STEPS, ns, name,
-                              {"phase": "Success", "resource": {"id": f"fail-{i:06d}{j:06d}"}},
-                              resource_version=running["metadata"]["resourceVersion"])
+            _step_writes(kube, ns, wf, f"s{j}", f"fail-{i:06d}{j:06d}")
         kube.patch_status(WORKFLOWS, ns, wf, {"phase": "Success", "finishedAt": stamp,
                                               "stepPhases": {"Pending": 0, "Success": k}},
                           resource_version=obj["metadata"]["resourceVersion"])
         kube.create(EVENTS, ns, _event(ns, wf, "Succeeded", "workflow succeeded"))
 
-    load0 = load()
-    cpu0 = plane.cpu_seconds()
-    harness0 = time.process_time()
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, range(n)))
-    elapsed = time.perf_counter() - t0
-    harness_cpu = time.process_time() - harness0
-    cpu = plane.cpu_used(cpu0)
-    api.close()  # type: ignore[no-untyped-call]
-    if watcher is not None:
-        watcher.stop()
+    r = _bare_client_run(plane, "mix", threads, watched, n, one)
     requests = n * len(mix_plan(k))
-    return {"mix": True, "shape": shape, "workflows": n, "steps": n * k, "threads": threads,
-            "watched": watched,
-            "requests": requests, "elapsed_s": elapsed, "requests_per_s": requests / elapsed,
-            "load_before": load0, "load_after": load(), "apiserver_cpu_s": cpu.get("kube-apiserver"),
-            "etcd_cpu_s": cpu.get("etcd"), "harness_cpu_s": harness_cpu}
+    return {**r, "mix": True, "shape": shape, "workflows": n, "steps": n * k, "requests": requests,
+            "requests_per_s": requests / r["elapsed_s"]}
 
 
 def report_mix(r: dict[str, Any]) -> None:
